@@ -1,0 +1,3 @@
+from danbert_convert.cli import main
+
+main()

@@ -1,0 +1,69 @@
+"""Filesystem helpers shared by the stages: atomic output folders and hashing."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from danbert_convert.errors import OutputExistsError
+
+_CHUNK = 8 << 20
+
+
+def sha256_file(path: Path, chunk: int = _CHUNK) -> str:
+    """Hex SHA-256 of a file, read in large chunks (hashlib releases the GIL on them)."""
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def is_nonempty_dir(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def check_writable_target(target: Path, force: bool) -> None:
+    """Refuse an existing non-empty target unless forced; refuse a file where a folder goes."""
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"{target} exists and is not a folder")
+    if is_nonempty_dir(target) and not force:
+        raise OutputExistsError(f"{target} exists and is not empty (use --force to replace it)")
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `target`; on success it replaces `target` by rename.
+
+    On any exception, KeyboardInterrupt included, the temporary folder is removed and
+    `target` is left exactly as it was.
+    """
+    target = Path(target)
+    check_writable_target(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield tmp
+        # An old target moves aside first so that a failure here never loses both copies.
+        old: Path | None = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if old is not None:
+                os.replace(old / target.name, target)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,36 @@
+"""Errors the CLI turns into one line on stderr and a documented exit code."""
+
+from __future__ import annotations
+
+
+class DanbertError(Exception):
+    """Base class: a failure the user can act on. The message is one line."""
+
+    exit_code = 1
+
+
+class InputError(DanbertError):
+    """The source (folder, checkpoint, config, vocab, zip) is missing, malformed or not understood."""
+
+    exit_code = 3
+
+
+class OutputExistsError(DanbertError):
+    """The output location exists and is not empty, and --force was not given."""
+
+    exit_code = 4
+
+
+class DownloadError(DanbertError):
+    """Every source failed, or what was downloaded is not what was expected."""
+
+    exit_code = 5
+
+
+class VerifyError(DanbertError):
+    """A converted model failed one of the verification checks."""
+
+    exit_code = 6
+
+
+EXIT_INTERRUPTED = 130
