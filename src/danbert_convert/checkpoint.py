@@ -1,0 +1,156 @@
+"""Reading TensorFlow 1 name-based checkpoints: locating them and a narrow reader interface.
+
+A reader lists variables (name, shape, dtype) and reads one variable at a time as a numpy
+array. `open_checkpoint` picks an implementation; the TensorFlow one is imported only
+when used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from danbert_convert.errors import InputError
+
+READERS = ("auto", "native", "tensorflow")
+
+
+@dataclass(frozen=True)
+class VariableInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+class CheckpointReader(Protocol):
+    """What every reader offers. `prefix` is the path without `.index`/`.data-*`."""
+
+    prefix: Path
+
+    def variables(self) -> dict[str, VariableInfo]:
+        """Every variable in the checkpoint, by name, sorted by name."""
+        ...
+
+    def read(self, name: str) -> np.ndarray:
+        """One variable's value; raises InputError naming the file and variable on failure."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def data_files(prefix: Path) -> list[Path]:
+    """The `.data-*` shards that exist beside `prefix` (for hashing and size reports)."""
+    return sorted(prefix.parent.glob(prefix.name + ".data-*-of-*"))
+
+
+def find_checkpoint(src: Path) -> Path:
+    """The checkpoint prefix inside folder `src`.
+
+    Order: the `checkpoint` state file, then `bert_model.ckpt`, then a single `*.index`.
+    """
+    state = src / "checkpoint"
+    if state.is_file():
+        m = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', state.read_text(), re.M)
+        if not m:
+            raise InputError(f"{state}: no model_checkpoint_path line")
+        prefix = Path(m.group(1))
+        prefix = prefix if prefix.is_absolute() else src / prefix
+        if not Path(f"{prefix}.index").is_file():
+            # The state file often holds the absolute path of the training machine.
+            local = src / prefix.name
+            if Path(f"{local}.index").is_file():
+                return local
+            raise InputError(f"{state} names {prefix}, but {prefix}.index does not exist")
+        return prefix
+    if (src / "bert_model.ckpt.index").is_file():
+        return src / "bert_model.ckpt"
+    candidates = sorted(src.glob("*.index"))
+    if len(candidates) == 1:
+        return candidates[0].with_suffix("")
+    if not candidates:
+        raise InputError(f"{src}: no checkpoint (*.index) found")
+    names = ", ".join(c.with_suffix("").name for c in candidates)
+    raise InputError(
+        f"{src}: several checkpoints ({names}) and no `checkpoint` file; choose with --checkpoint"
+    )
+
+
+def normalize_prefix(path: Path) -> Path:
+    """Accept a prefix, or a path to its `.index` or one of its `.data-*` files."""
+    s = str(path)
+    s = re.sub(r"\.(index|meta|data-\d{5}-of-\d{5})$", "", s)
+    prefix = Path(s)
+    if not Path(f"{prefix}.index").is_file():
+        raise InputError(f"{prefix}.index: checkpoint index not found")
+    return prefix
+
+
+def open_checkpoint(prefix: Path, reader: str = "auto") -> CheckpointReader:
+    """Open the checkpoint at `prefix` with the chosen reader implementation."""
+    prefix = normalize_prefix(Path(prefix))
+    if reader not in READERS:
+        raise ValueError(f"unknown reader {reader!r}; choose from {', '.join(READERS)}")
+    if reader in ("auto", "native"):
+        try:
+            from danbert_convert.tfbundle import BundleReader
+        except ImportError:
+            if reader == "native":
+                raise
+        else:
+            return BundleReader(prefix)
+    return TensorFlowReader(prefix)
+
+
+def import_tensorflow():  # type: ignore[no-untyped-def]
+    """Import TensorFlow quietly, or explain how to get it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        raise InputError(
+            "the TensorFlow reader needs TensorFlow: pip install 'danbert-convert[tf]'"
+        ) from e
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+class TensorFlowReader:
+    """Reader backed by `tf.train.load_checkpoint` (TensorFlow's own C++ bundle reader)."""
+
+    def __init__(self, prefix: Path) -> None:
+        self.prefix = Path(prefix)
+        tf = import_tensorflow()
+        try:
+            self._reader = tf.train.load_checkpoint(str(self.prefix))
+        except Exception as e:  # TF raises its own error classes; their first line is useful
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"{self.prefix}.index: TensorFlow cannot read it: {msg}") from e
+        shapes = self._reader.get_variable_to_shape_map()
+        dtypes = self._reader.get_variable_to_dtype_map()
+        self._vars = {
+            name: VariableInfo(name, tuple(int(d) for d in shapes[name]), np.dtype(
+                dtypes[name].as_numpy_dtype))
+            for name in sorted(shapes)
+        }
+
+    def variables(self) -> dict[str, VariableInfo]:
+        return self._vars
+
+    def read(self, name: str) -> np.ndarray:
+        try:
+            return np.asarray(self._reader.get_tensor(name))
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"{self.prefix}: variable {name}: {msg}") from e
+
+    def close(self) -> None:
+        self._reader = None
