@@ -100,13 +100,10 @@ def open_checkpoint(prefix: Path, reader: str = "auto") -> CheckpointReader:
     if reader not in READERS:
         raise ValueError(f"unknown reader {reader!r}; choose from {', '.join(READERS)}")
     if reader in ("auto", "native"):
-        try:
-            from danbert_convert.tfbundle import BundleReader
-        except ImportError:
-            if reader == "native":
-                raise
-        else:
-            return BundleReader(prefix)
+        # "auto" is the native reader, with no fallback: TensorFlow is an optional extra.
+        from danbert_convert.tfbundle import BundleReader
+
+        return BundleReader(prefix)
     return TensorFlowReader(prefix)
 
 

@@ -1,0 +1,536 @@
+"""Reading TensorFlow name-based checkpoints (the tensor_bundle format) without TensorFlow.
+
+A checkpoint is `PREFIX.index`, a LevelDB-style table mapping each variable name to a
+`BundleEntryProto` (dtype, shape, shard, offset, size, CRC-32C), and the shards
+`PREFIX.data-%05d-of-%05d` holding the raw tensor bytes. The index is read whole when the
+reader opens (it is small); tensor bytes are read only on request, by offset, straight into
+the array that is returned, and checked against their CRC before anything else sees them.
+
+Decisions:
+- bfloat16 comes back as float32. numpy has no bfloat16 and ml_dtypes is not a dependency;
+  a bfloat16 is the upper half of a float32, so the widening is exact.
+- Big-endian bundles (header endianness BIG) are byte-swapped after the CRC check, which
+  TensorFlow computes over the bytes as they lie in the file.
+- Partitioned (sliced) variables are listed with their full shape but refused by `read`.
+- Variables of other dtypes (string, resource, quantized, ...) are listed with dtype object
+  and refused by `read`, so a checkpoint holding one can still be inspected.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import crc32c as _crc32c
+import numpy as np
+
+from danbert_convert.checkpoint import VariableInfo
+from danbert_convert.errors import InputError
+
+TABLE_MAGIC = 0xDB4775248B80FB57
+FOOTER_SIZE = 48  # two block handles zero-padded to 40 bytes, then the 8-byte magic
+TRAILER_SIZE = 5  # compression type byte + masked CRC-32C
+NO_COMPRESSION, SNAPPY = 0, 1
+HEADER_KEY = b""
+_T = TypeVar("_T")
+BUNDLE_VERSION = 1  # the format version this reader understands (TensorFlow's kTensorBundleVersion)
+
+# TensorFlow DataType enum -> numpy dtype, for the types stored as plain little arrays.
+_NUMPY_DTYPES: dict[int, np.dtype] = {
+    1: np.dtype(np.float32),
+    2: np.dtype(np.float64),
+    3: np.dtype(np.int32),
+    4: np.dtype(np.uint8),
+    5: np.dtype(np.int16),
+    6: np.dtype(np.int8),
+    8: np.dtype(np.complex64),
+    9: np.dtype(np.int64),
+    10: np.dtype(np.bool_),
+    17: np.dtype(np.uint16),
+    18: np.dtype(np.complex128),
+    19: np.dtype(np.float16),
+    22: np.dtype(np.uint32),
+    23: np.dtype(np.uint64),
+}
+DT_BFLOAT16 = 14
+# Names of the dtypes we list but cannot read, for error messages.
+_OTHER_DTYPE_NAMES = {
+    7: "string",
+    11: "qint8",
+    12: "quint8",
+    13: "qint32",
+    15: "qint16",
+    16: "quint16",
+    20: "resource",
+    21: "variant",
+}
+
+
+def mask_crc(crc: int) -> int:
+    """TensorFlow/LevelDB's CRC mask (a rotation plus a constant), as stored in files."""
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def crc32c(data: Any, value: int = 0) -> int:
+    """CRC-32C (Castagnoli) of any buffer, without copying it."""
+    return int(_crc32c.crc32c(data, value))
+
+
+# --- protobuf wire format: just enough for BundleHeaderProto and BundleEntryProto ---------
+
+
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Decode a base-128 varint at `pos`; returns (value, next position). Raises ValueError."""
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _int64(v: int) -> int:
+    """Reinterpret a decoded varint as a two's-complement int64 (negative ints use 10 bytes)."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def proto_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """Yield (field number, wire type, value) of a serialized message; value is an int for
+    varint and fixed wire types, bytes for length-delimited ones. Raises ValueError."""
+    pos = 0
+    while pos < len(buf):
+        tag, pos = read_varint(buf, pos)
+        field, wire = tag >> 3, tag & 7
+        value: int | bytes
+        if wire == 0:
+            value, pos = read_varint(buf, pos)
+        elif wire == 1:
+            if pos + 8 > len(buf):
+                raise ValueError("truncated fixed64")
+            (value,) = struct.unpack_from("<Q", buf, pos)
+            pos += 8
+        elif wire == 2:
+            n, pos = read_varint(buf, pos)
+            if pos + n > len(buf):
+                raise ValueError("truncated length-delimited field")
+            value = bytes(buf[pos : pos + n])
+            pos += n
+        elif wire == 5:
+            if pos + 4 > len(buf):
+                raise ValueError("truncated fixed32")
+            (value,) = struct.unpack_from("<I", buf, pos)
+            pos += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if field == 0:
+            raise ValueError("field number 0")
+        yield field, wire, value
+
+
+def _as_int(value: int | bytes) -> int:
+    if isinstance(value, bytes):
+        raise ValueError("expected a scalar field, found a length-delimited one")
+    return value
+
+
+def _as_bytes(value: int | bytes) -> bytes:
+    if not isinstance(value, bytes):
+        raise ValueError("expected a length-delimited field, found a scalar")
+    return value
+
+
+@dataclass(frozen=True)
+class BundleHeader:
+    num_shards: int
+    big_endian: bool
+    producer: int
+    min_consumer: int
+    bad_consumers: tuple[int, ...]
+
+
+def parse_header(buf: bytes) -> BundleHeader:
+    """BundleHeaderProto {1: num_shards, 2: endianness, 3: VersionDef}."""
+    num_shards, endianness, producer, min_consumer = 0, 0, 0, 0
+    bad: list[int] = []
+    for field, _, value in proto_fields(buf):
+        if field == 1:
+            num_shards = _int64(_as_int(value))
+        elif field == 2:
+            endianness = _as_int(value)
+        elif field == 3:
+            for f, wire, v in proto_fields(_as_bytes(value)):
+                if f == 1:
+                    producer = _int64(_as_int(v))
+                elif f == 2:
+                    min_consumer = _int64(_as_int(v))
+                elif f == 3 and wire == 2:  # packed repeated
+                    packed, pos = _as_bytes(v), 0
+                    while pos < len(packed):
+                        x, pos = read_varint(packed, pos)
+                        bad.append(_int64(x))
+                elif f == 3:
+                    bad.append(_int64(_as_int(v)))
+    if endianness not in (0, 1):
+        raise ValueError(f"unknown endianness {endianness}")
+    return BundleHeader(num_shards, endianness == 1, producer, min_consumer, tuple(bad))
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    dtype: int
+    shape: tuple[int, ...]
+    shard_id: int
+    offset: int
+    size: int
+    crc32c: int  # masked, as stored
+    num_slices: int
+
+
+def parse_entry(buf: bytes) -> BundleEntry:
+    """BundleEntryProto {1: dtype, 2: TensorShapeProto, 3: shard_id, 4: offset, 5: size,
+    6: crc32c (fixed32), 7: repeated TensorSliceProto}."""
+    dtype = shard_id = offset = size = crc = slices = 0
+    shape: list[int] = []
+    for field, _, value in proto_fields(buf):
+        if field == 1:
+            dtype = _as_int(value)
+        elif field == 2:
+            # TensorShapeProto {2: repeated Dim {1: size, 2: name}, 3: unknown_rank}
+            for f, _, dim in proto_fields(_as_bytes(value)):
+                if f == 2:
+                    size_ = 0
+                    for g, _, v in proto_fields(_as_bytes(dim)):
+                        if g == 1:
+                            size_ = _int64(_as_int(v))
+                    shape.append(size_)
+                elif f == 3 and _as_int(dim):
+                    raise ValueError("shape of unknown rank")
+        elif field == 3:
+            shard_id = _int64(_as_int(value))
+        elif field == 4:
+            offset = _int64(_as_int(value))
+        elif field == 5:
+            size = _int64(_as_int(value))
+        elif field == 6:
+            crc = _as_int(value)
+        elif field == 7:
+            slices += 1
+    if any(d < 0 for d in shape):
+        raise ValueError(f"negative dimension in shape {shape}")
+    if offset < 0 or size < 0 or shard_id < 0:
+        raise ValueError("negative shard, offset or size")
+    return BundleEntry(dtype, tuple(shape), shard_id, offset, size, crc, slices)
+
+
+# --- the LevelDB-style table ---------------------------------------------------------------
+
+
+def parse_block(contents: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Yield the (key, value) entries of one uncompressed block, checking restart points.
+
+    Layout: entries (varint32 shared, varint32 unshared, varint32 value length, key delta,
+    value), then uint32 restart offsets, then uint32 restart count. Raises ValueError.
+    """
+    if len(contents) < 4:
+        raise ValueError("block shorter than its restart count")
+    (num_restarts,) = struct.unpack_from("<I", contents, len(contents) - 4)
+    limit = len(contents) - 4 - 4 * num_restarts
+    if num_restarts == 0 or limit < 0:
+        raise ValueError(f"bad restart count {num_restarts}")
+    restarts = struct.unpack_from(f"<{num_restarts}I", contents, limit)
+    fresh: set[int] = set()  # offsets of entries that store their whole key
+    pos, key = 0, b""
+    while pos < limit:
+        start = pos
+        shared, pos = read_varint(contents, pos)
+        unshared, pos = read_varint(contents, pos)
+        value_len, pos = read_varint(contents, pos)
+        if shared > len(key) or pos + unshared + value_len > limit:
+            raise ValueError(f"bad entry at block offset {start}")
+        if shared == 0:
+            fresh.add(start)
+        key = key[:shared] + contents[pos : pos + unshared]
+        pos += unshared
+        yield key, contents[pos : pos + value_len]
+        pos += value_len
+    # A restart point must be an entry that does not lean on its predecessor's key; an empty
+    # block has the single restart 0.
+    if fresh or restarts != (0,):
+        bad = [r for r in restarts if r not in fresh]
+        if bad:
+            raise ValueError(f"restart point {bad[0]} is not the start of a full-key entry")
+
+
+def _varint_handle(buf: bytes, pos: int) -> tuple[int, int, int]:
+    offset, pos = read_varint(buf, pos)
+    size, pos = read_varint(buf, pos)
+    return offset, size, pos
+
+
+class _Table:
+    """An index file held in memory; yields its entries in key order."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        self.path = path
+        self.data = data
+        if len(data) < FOOTER_SIZE:
+            raise InputError(
+                f"{path}: truncated index ({len(data)} bytes, shorter than the "
+                f"{FOOTER_SIZE}-byte table footer)"
+            )
+        lo, hi = struct.unpack_from("<II", data, len(data) - 8)
+        if (hi << 32) | lo != TABLE_MAGIC:
+            raise InputError(
+                f"{path}: bad magic number {(hi << 32) | lo:#018x} (expected "
+                f"{TABLE_MAGIC:#018x}): not a TensorFlow checkpoint index, or a truncated one"
+            )
+        footer = data[len(data) - FOOTER_SIZE :]
+        try:
+            _, _, pos = _varint_handle(footer, 0)  # meta-index: TF writes it empty
+            self.index_offset, self.index_size, _ = _varint_handle(footer, pos)
+        except ValueError as e:
+            raise InputError(f"{path}: corrupt table footer: {e}") from None
+
+    def block(self, offset: int, size: int, what: str) -> bytes:
+        """The uncompressed contents of the block at `offset`, its trailer's CRC checked."""
+        end = len(self.data) - FOOTER_SIZE
+        if offset + size + TRAILER_SIZE > end:
+            raise InputError(
+                f"{self.path}: truncated index: {what} at offset {offset} ({size} bytes) "
+                f"runs past the end of the table ({end} bytes)"
+            )
+        raw = self.data[offset : offset + size]
+        kind = self.data[offset + size]
+        (stored,) = struct.unpack_from("<I", self.data, offset + size + 1)
+        actual = mask_crc(crc32c(self.data[offset + size : offset + size + 1], crc32c(raw)))
+        if stored != actual:
+            raise InputError(
+                f"{self.path}: CRC-32C mismatch in {what} at offset {offset} (stored "
+                f"{stored:#010x}, computed {actual:#010x}): the index file is corrupt"
+            )
+        if kind == NO_COMPRESSION:
+            return raw
+        if kind == SNAPPY:
+            import cramjam  # only old TF 1.x writers compressed index blocks
+
+            try:
+                return bytes(cramjam.snappy.decompress_raw(raw))
+            except Exception as e:
+                raise InputError(
+                    f"{self.path}: {what} at offset {offset}: bad snappy data: {e}"
+                ) from None
+        raise InputError(f"{self.path}: {what} at offset {offset}: unknown compression {kind}")
+
+    def entries(self) -> Iterator[tuple[bytes, bytes]]:
+        index = self.block(self.index_offset, self.index_size, "index block")
+        last: bytes | None = None
+        try:
+            for _, handle in parse_block(index):
+                offset, size, _ = _varint_handle(handle, 0)
+                contents = self.block(offset, size, "data block")
+                for key, value in parse_block(contents):
+                    if last is not None and key <= last:
+                        raise ValueError(f"key {key!r} out of order after {last!r}")
+                    last = key
+                    yield key, value
+        except ValueError as e:
+            raise InputError(f"{self.path}: corrupt index table: {e}") from None
+
+
+# --- the reader ----------------------------------------------------------------------------
+
+
+def _dtype_name(dtype: int) -> str:
+    if dtype in _NUMPY_DTYPES:
+        return str(_NUMPY_DTYPES[dtype])
+    if dtype == DT_BFLOAT16:
+        return "bfloat16"
+    return _OTHER_DTYPE_NAMES.get(dtype, f"TensorFlow dtype {dtype}")
+
+
+def data_filename(prefix: Path, shard: int, num_shards: int) -> Path:
+    return Path(f"{prefix}.data-{shard:05d}-of-{num_shards:05d}")
+
+
+class BundleReader:
+    """Reads a TensorFlow checkpoint given its prefix; implements `CheckpointReader`.
+
+    Opening reads and checks the whole `.index` file; data shards are opened on first use.
+    """
+
+    def __init__(self, prefix: Path) -> None:
+        self.prefix = Path(prefix)
+        self.index_path = Path(f"{self.prefix}.index")
+        try:
+            data = self.index_path.read_bytes()
+        except OSError as e:
+            raise InputError(f"{self.index_path}: cannot read: {e.strerror or e}") from None
+        table = _Table(self.index_path, data)
+        self._entries: dict[str, BundleEntry] = {}
+        header: BundleHeader | None = None
+        for key, value in table.entries():
+            if key == HEADER_KEY:
+                header = self._parse(parse_header, value, "the header entry")
+                continue
+            if key.startswith(b"\x00"):
+                continue  # one slice of a partitioned variable, stored under an encoded key
+            try:
+                name = key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"{self.index_path}: variable name {key!r} is not UTF-8") from None
+            if header is None:
+                raise InputError(f"{self.index_path}: no header entry before {name}")
+            self._entries[name] = self._parse(parse_entry, value, f"variable {name}")
+        if header is None:
+            raise InputError(f"{self.index_path}: no header entry (an empty index table)")
+        self.header = header
+        if header.min_consumer > BUNDLE_VERSION or BUNDLE_VERSION in header.bad_consumers:
+            raise InputError(
+                f"{self.index_path}: checkpoint format version {header.producer} needs a newer "
+                f"reader (min_consumer {header.min_consumer})"
+            )
+        if header.num_shards < 1:
+            raise InputError(f"{self.index_path}: header says {header.num_shards} data shards")
+        for name, ent in self._entries.items():
+            if ent.num_slices == 0 and ent.shard_id >= header.num_shards:
+                raise InputError(
+                    f"{self.index_path}: variable {name} is in shard {ent.shard_id}, but the "
+                    f"header says there are {header.num_shards}"
+                )
+        self._swap = header.big_endian != (sys.byteorder == "big")
+        self._vars = {name: self._info(name, self._entries[name]) for name in sorted(self._entries)}
+        self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def _parse(self, parse: Callable[[bytes], _T], value: bytes, what: str) -> _T:
+        try:
+            return parse(value)
+        except ValueError as e:
+            raise InputError(f"{self.index_path}: cannot parse {what}: {e}") from None
+
+    @staticmethod
+    def _info(name: str, entry: BundleEntry) -> VariableInfo:
+        dtype = _NUMPY_DTYPES.get(entry.dtype)
+        if dtype is None:
+            dtype = np.dtype(np.float32 if entry.dtype == DT_BFLOAT16 else object)
+        return VariableInfo(name, entry.shape, dtype)
+
+    def variables(self) -> dict[str, VariableInfo]:
+        return self._vars
+
+    def entry(self, name: str) -> BundleEntry:
+        """The raw index entry of `name` (stored dtype, shard, offset, size, CRC)."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise InputError(f"{self.index_path}: no variable named {name}") from None
+
+    def stored_dtype(self, name: str) -> str:
+        """The dtype as stored in the file, spelled as numpy does (or 'bfloat16', 'string')."""
+        return _dtype_name(self.entry(name).dtype)
+
+    def data_path(self, shard: int) -> Path:
+        return data_filename(self.prefix, shard, self.header.num_shards)
+
+    def _fd(self, shard: int, name: str) -> int:
+        fd = self._fds.get(shard)
+        if fd is None:
+            path = self.data_path(shard)
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            except FileNotFoundError:
+                raise InputError(
+                    f"{path}: missing data shard {shard} of {self.header.num_shards} "
+                    f"(needed for variable {name})"
+                ) from None
+            except OSError as e:
+                raise InputError(f"{path}: cannot open: {e.strerror or e}") from None
+            self._fds[shard] = fd
+        return fd
+
+    def _read_into(self, fd: int, buf: np.ndarray, offset: int, path: Path, name: str) -> None:
+        view = buf.data
+        done = 0
+        while done < len(view):
+            if hasattr(os, "preadv"):
+                n = os.preadv(fd, [view[done:]], offset + done)
+            else:  # Windows: no positional reads, so seek and read under a lock
+                with self._lock:
+                    os.lseek(fd, offset + done, os.SEEK_SET)
+                    with open(fd, "rb", buffering=0, closefd=False) as f:
+                        n = f.readinto(view[done:]) or 0
+            if n == 0:
+                raise InputError(
+                    f"{path}: truncated data shard: variable {name} needs bytes "
+                    f"{offset}..{offset + len(view)}, the file ends at {offset + done}"
+                )
+            done += n
+
+    def read(self, name: str) -> np.ndarray:
+        entry = self.entry(name)
+        if entry.num_slices:
+            raise InputError(
+                f"{self.index_path}: variable {name} is partitioned into {entry.num_slices} "
+                "slices; partitioned variables are not supported"
+            )
+        stored: np.dtype | None = _NUMPY_DTYPES.get(entry.dtype)
+        if entry.dtype == DT_BFLOAT16:
+            stored = np.dtype(np.uint16)
+        if stored is None:
+            raise InputError(
+                f"{self.index_path}: variable {name} has dtype {_dtype_name(entry.dtype)}, "
+                "which this reader does not support"
+            )
+        count = int(np.prod(entry.shape, dtype=np.int64))
+        path = self.data_path(entry.shard_id)
+        if entry.size != count * stored.itemsize:
+            raise InputError(
+                f"{self.index_path}: variable {name}: index says {entry.size} bytes, but shape "
+                f"{list(entry.shape)} of {_dtype_name(entry.dtype)} takes {count * stored.itemsize}"
+            )
+        buf = np.empty(entry.size, dtype=np.uint8)
+        self._read_into(self._fd(entry.shard_id, name), buf, entry.offset, path, name)
+        actual = mask_crc(crc32c(buf))
+        if actual != entry.crc32c:
+            raise InputError(
+                f"{path}: CRC-32C mismatch in variable {name} ({entry.size} bytes at offset "
+                f"{entry.offset}; stored {entry.crc32c:#010x}, computed {actual:#010x}): "
+                "the data file is corrupt"
+            )
+        array = buf.view(stored).reshape(entry.shape)
+        if self._swap:
+            array.byteswap(inplace=True)
+        if entry.dtype == DT_BFLOAT16:
+            array = _bfloat16_to_float32(array)
+        return array
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+    def __enter__(self) -> BundleReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """Widen bfloat16 bit patterns (uint16) to float32 exactly: they are its upper 16 bits."""
+    out = np.zeros(bits.shape, dtype=np.uint32)
+    halves = out.reshape(-1).view(np.uint16)
+    halves[1 if sys.byteorder == "little" else 0 :: 2] = bits.reshape(-1)
+    return out.view(np.float32)
