@@ -30,3 +30,31 @@ def release(tmp_path_factory: pytest.TempPathFactory):
 def full_release(release) -> Path:
     """A two-layer checkpoint with MLM and NSP heads, Adam slots and global_step."""
     return release("full")
+
+
+def sample_inputs(config: dict, seed: int = 1):
+    """Two sequences: a padded single segment and a full two-segment pair."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    seq = 10
+    ids = rng.integers(5, config["vocab_size"], size=(2, seq))
+    ids[:, 0] = 2  # [CLS]
+    types = np.zeros((2, seq), dtype=np.int64)
+    types[1, 5:] = 1
+    mask = np.ones((2, seq), dtype=np.int64)
+    mask[0, 6:] = 0
+    ids[0, 6:] = 0  # [PAD]
+    return ids, types, mask
+
+
+def tf_reference(folder: Path, config: dict, hidden_act: str | None = None, seed: int = 1):
+    """The numpy reference forward pass over the checkpoint's variables, read by TF name."""
+    from danbert_convert.checkpoint import TensorFlowReader
+    from danbert_convert.reference import forward
+
+    reader = TensorFlowReader(folder / "bert_model.ckpt")
+    names = reader.variables()
+    ids, types, mask = sample_inputs(config, seed)
+    return forward(reader.read, config, ids, types, mask, hidden_act=hidden_act,
+                   has=names.__contains__)  # fmt: skip

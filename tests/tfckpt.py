@@ -1,4 +1,4 @@
-"""Writes tiny Google-BERT TF1 checkpoints with TensorFlow, named as google-research/bert names them.
+"""Tiny Google-BERT TF1 checkpoints written by TensorFlow, named as google-research/bert names them.
 
 Each checkpoint folder looks like an unpacked Nordic BERT release: bert_config.json, vocab.txt
 and bert_model.ckpt.{index,data-00000-of-00001,meta}, with Adam slots and global_step.
@@ -47,7 +47,7 @@ def bert_variables(
 ) -> dict[str, np.ndarray]:
     """Model variables of a Google-BERT checkpoint for `cfg`, random but well-scaled."""
     rng = np.random.default_rng(seed)
-    H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    H, inter, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
 
     def w(*shape: int) -> np.ndarray:
         return rng.normal(0.0, 0.3, shape).astype(np.float32)
@@ -70,8 +70,8 @@ def bert_variables(
             v.update(dense(f"{p}/attention/self/{part}", H, H))
         v.update(dense(f"{p}/attention/output/dense", H, H))
         v.update(ln(f"{p}/attention/output"))
-        v.update(dense(f"{p}/intermediate/dense", H, I))
-        v.update(dense(f"{p}/output/dense", I, H))
+        v.update(dense(f"{p}/intermediate/dense", H, inter))
+        v.update(dense(f"{p}/output/dense", inter, H))
         v.update(ln(f"{p}/output"))
     v.update(dense("bert/pooler/dense", H, H))
     if "mlm" in heads:
@@ -106,7 +106,9 @@ def save_tf1_checkpoint(prefix: Path, variables: dict[str, np.ndarray]) -> None:
 
     g = tf.Graph()
     with g.as_default():
-        tf_vars = {name: tf.compat.v1.Variable(value, name=name) for name, value in variables.items()}
+        tf_vars = {
+            name: tf.compat.v1.Variable(value, name=name) for name, value in variables.items()
+        }
         saver = tf.compat.v1.train.Saver(var_list=tf_vars)
         with tf.compat.v1.Session(graph=g) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
@@ -131,6 +133,8 @@ def write_release(
         variables = with_training_state(bert_variables(cfg, seed=seed, heads=heads))
     variables = {**variables, **(extra or {})}
     save_tf1_checkpoint(folder / "bert_model.ckpt", variables)
-    (folder / "bert_config.json").write_text(json.dumps({**cfg, **(config_overrides or {})}, indent=2))
+    (folder / "bert_config.json").write_text(
+        json.dumps({**cfg, **(config_overrides or {})}, indent=2)
+    )
     (folder / "vocab.txt").write_text("\n".join(vocab or VOCAB) + "\n", encoding="utf-8")
     return folder

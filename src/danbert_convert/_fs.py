@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 from danbert_convert.errors import OutputExistsError
+
+HashT = TypeVar("HashT", bound="_Hash")
 
 _CHUNK = 8 << 20
 
 
 def sha256_file(path: Path, chunk: int = _CHUNK) -> str:
     """Hex SHA-256 of a file, read in large chunks (hashlib releases the GIL on them)."""
-    h = hashlib.sha256()
+    return hash_file_into(hashlib.sha256(), path, chunk).hexdigest()
+
+
+def hash_file_into(h: HashT, path: Path, chunk: int = _CHUNK) -> HashT:
+    """Feed a file's bytes to `h` and return it (to continue hashing, e.g. a resumed download)."""
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(chunk)
         view = memoryview(buf)
         while n := f.readinto(buf):
             h.update(view[:n])
-    return h.hexdigest()
+    return h
 
 
 def is_nonempty_dir(path: Path) -> bool:
@@ -67,3 +78,8 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_json(path: Path, obj: object) -> None:
+    """Pretty, UTF-8 JSON with a final newline (config and manifest files people read)."""
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -107,9 +107,11 @@ def open_checkpoint(prefix: Path, reader: str = "auto") -> CheckpointReader:
     return TensorFlowReader(prefix)
 
 
-def import_tensorflow():  # type: ignore[no-untyped-def]
+def import_tensorflow():  # noqa: ANN201 - tensorflow has no useful static type
     """Import TensorFlow quietly, or explain how to get it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Reading runs no ops; this also stops the oneDNN banner that ignores the log level.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         import tensorflow as tf
     except ImportError as e:
@@ -134,8 +136,9 @@ class TensorFlowReader:
         shapes = self._reader.get_variable_to_shape_map()
         dtypes = self._reader.get_variable_to_dtype_map()
         self._vars = {
-            name: VariableInfo(name, tuple(int(d) for d in shapes[name]), np.dtype(
-                dtypes[name].as_numpy_dtype))
+            name: VariableInfo(
+                name, tuple(int(d) for d in shapes[name]), np.dtype(dtypes[name].as_numpy_dtype)
+            )
             for name in sorted(shapes)
         }
 

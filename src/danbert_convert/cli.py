@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import click
 
 from danbert_convert import __version__
+from danbert_convert.checkpoint import READERS
+from danbert_convert.convert import HIDDEN_ACTS
 from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError
 
 log = logging.getLogger("danbert_convert")
@@ -58,6 +63,66 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 def progress_enabled(ctx: click.Context) -> bool | None:
     """False with -q; None lets tqdm decide (it hides itself when stderr is not a terminal)."""
     return False if ctx.find_root().obj.get("quiet") else None
+
+
+@cli.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Checkpoint prefix (default: discovered in SRC).",
+)
+@click.option("--config", type=click.Path(path_type=Path), help="bert_config.json to use.")
+@click.option("--vocab", type=click.Path(path_type=Path), help="vocab.txt to use.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["safetensors", "bin", "both"]),
+    default="safetensors",
+    show_default=True,
+    help="Weights file(s) to write.",
+)
+@click.option(
+    "--lowercase/--no-lowercase",
+    default=None,
+    help="Tokenizer casing (default: inferred from the vocab).",
+)
+@click.option(
+    "--strip-accents/--no-strip-accents",
+    default=None,
+    help="Tokenizer accent stripping (default: off when the vocab has accented letters).",
+)
+@click.option(
+    "--hidden-act",
+    type=click.Choice(HIDDEN_ACTS),
+    help="Activation written to config.json (default: bert_config.json's).",
+)
+@click.option(
+    "--reader",
+    type=click.Choice(READERS),
+    default="auto",
+    show_default=True,
+    help="Checkpoint reader.",
+)
+@click.option(
+    "--ignore-unknown",
+    is_flag=True,
+    help="Convert even if the checkpoint has variables this tool does not know; list them.",
+)
+@click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@click.pass_context
+def convert(ctx: click.Context, src: Path, out: Path, fmt: str, **options: Any) -> None:
+    """Convert the Google-BERT checkpoint folder SRC into the transformers model folder OUT."""
+    from danbert_convert.convert import convert as run
+
+    result = run(src, out, format=fmt, progress=progress_enabled(ctx), **options)
+    skipped = Counter(result.skipped.values())
+    click.echo(
+        f"{result.out}: {result.architecture}, {result.tensors} tensors "
+        f"({result.weight_bytes / 1e6:.1f} MB)"
+        + "".join(f"; skipped {n} ({reason})" for reason, n in sorted(skipped.items()))
+    )
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ class DanbertError(Exception):
 
 
 class InputError(DanbertError):
-    """The source (folder, checkpoint, config, vocab, zip) is missing, malformed or not understood."""
+    """The source (folder, checkpoint, config, vocab, zip) is missing, malformed or unknown."""
 
     exit_code = 3
 

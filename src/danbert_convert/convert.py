@@ -1,0 +1,196 @@
+"""The convert stage: a Google-BERT TF1 release folder becomes a transformers model folder.
+
+Plan first (every variable accounted for, every shape checked), then write into a temporary
+sibling of OUT that is renamed into place only when everything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from tqdm import tqdm
+
+from danbert_convert import __version__
+from danbert_convert._fs import atomic_dir, check_writable_target, sha256_file, write_json
+from danbert_convert.checkpoint import open_checkpoint
+from danbert_convert.errors import InputError
+from danbert_convert.mapping import Plan, plan
+from danbert_convert.source import discover
+from danbert_convert.tokenizer import settings_for, write_tokenizer
+from danbert_convert.writer import (
+    BIN_NAME,
+    WEIGHTS_NAME,
+    hf_config,
+    manifest,
+    transform,
+    write_bin,
+    write_safetensors,
+)
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("safetensors", "bin", "both")
+# Activations transformers knows that a BERT checkpoint can sensibly be run with.
+HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "tanh")
+MANIFEST_NAME = "danbert-manifest.json"
+
+
+@dataclass
+class ConvertResult:
+    out: Path
+    architecture: str
+    tensors: int
+    weight_bytes: int
+    skipped: dict[str, str]
+    files: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _versions(reader: str) -> dict[str, str]:
+    """Versions from package metadata: looking them up imports nothing."""
+    names = ["numpy", "safetensors", "tokenizers", "transformers"]
+    if reader == "tensorflow":
+        names.append("tensorflow")
+    out = {"danbert-convert": __version__}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def convert(
+    src: Path,
+    out: Path,
+    *,
+    checkpoint: Path | None = None,
+    config: Path | None = None,
+    vocab: Path | None = None,
+    format: str = "safetensors",
+    force: bool = False,
+    ignore_unknown: bool = False,
+    lowercase: bool | None = None,
+    strip_accents: bool | None = None,
+    hidden_act: str | None = None,
+    reader: str = "auto",
+    progress: bool | None = None,
+) -> ConvertResult:
+    """Convert the release folder `src` into the model folder `out`.
+
+    `progress` is tqdm's `disable` inverted: None lets tqdm decide by the terminal.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
+    if hidden_act is not None and hidden_act not in HIDDEN_ACTS:
+        raise InputError(f"--hidden-act {hidden_act!r}: choose from {', '.join(HIDDEN_ACTS)}")
+    out = Path(out)
+    check_writable_target(out, force)  # before any heavy reading
+    source = discover(Path(src), checkpoint=checkpoint, config=config, vocab=vocab)
+    act = hidden_act or source.config.get("hidden_act", "gelu")
+    if act not in HIDDEN_ACTS:
+        raise InputError(
+            f"{source.config_path}: hidden_act {act!r} is not supported; "
+            f"override with --hidden-act ({', '.join(HIDDEN_ACTS)})"
+        )
+    warnings: list[str] = []
+    if len(source.vocab) < source.config["vocab_size"]:
+        warnings.append(
+            f"{source.vocab_path} has {len(source.vocab)} tokens for vocab_size "
+            f"{source.config['vocab_size']}: the {source.config['vocab_size'] - len(source.vocab)}"
+            " extra rows are kept but no token maps to them"
+        )
+    tok = settings_for(
+        source.vocab, source.config["max_position_embeddings"], lowercase, strip_accents
+    )
+
+    ckpt = open_checkpoint(source.checkpoint, reader)
+    reader_name = type(ckpt).__name__
+    try:
+        p = plan(
+            ckpt.variables(),
+            source.config,
+            config_name=str(source.config_path),
+            checkpoint_name=f"{source.checkpoint}.index",
+            ignore_unknown=ignore_unknown,
+        )
+        if p.architecture.name == "BertModel":
+            warnings.append(
+                f"{source.checkpoint}: no cls/* heads; writing a BertModel "
+                "(encoder and pooler only)"
+            )
+        for name in p.unknown:
+            warnings.append(f"{source.checkpoint}: ignored unrecognised variable {name}")
+        for w in warnings:
+            log.warning(w)
+
+        with atomic_dir(out, force) as tmp, ThreadPoolExecutor(1) as pool:
+            # Hashing the 1.3 GB of sources overlaps with the conversion.
+            hashes = [(f, pool.submit(sha256_file, f)) for f in source.files()]
+            outputs = _write_weights(ckpt, p, tmp, format, progress)
+            write_json(
+                tmp / "config.json",
+                hf_config(source.config, p, hidden_act, source.vocab.index("[PAD]")),
+            )
+            files = write_tokenizer(tmp, source.vocab_path, source.vocab, tok)
+            settings = {
+                "hidden_act": act,
+                "hidden_act_overridden": hidden_act is not None,
+                "lowercase": tok.lowercase,
+                "strip_accents": tok.strip_accents,
+                "vocab_tokens": len(source.vocab),
+                "vocab_size": source.config["vocab_size"],
+                "ignore_unknown": ignore_unknown,
+            }
+            write_json(
+                tmp / MANIFEST_NAME,
+                manifest(
+                    plan=p,
+                    sources=[(f.resolve(), h.result()) for f, h in hashes],
+                    reader=reader_name,
+                    checkpoint=source.checkpoint.resolve(),
+                    outputs=outputs,
+                    settings=settings,
+                    versions=_versions(reader_name),
+                ),
+            )
+            files = sorted([*outputs, "config.json", *files, MANIFEST_NAME])
+    finally:
+        ckpt.close()
+    return ConvertResult(
+        out, p.architecture.name, len(p.tensors), p.weight_bytes, p.skipped, files, warnings
+    )
+
+
+def _write_weights(
+    ckpt, p: Plan, folder: Path, format: str, progress: bool | None
+) -> dict[str, str]:
+    """Stream the planned tensors into model.safetensors (and the .bin if asked); returns hashes."""
+    order = sorted(p.tensors, key=lambda t: t.tf)  # checkpoint order: sequential reads
+    with tqdm(total=len(order), unit="tensor", desc="convert", disable=_disable(progress)) as bar:
+        digest = write_safetensors(
+            folder / WEIGHTS_NAME,
+            order,
+            lambda t: transform(t, ckpt.read(t.tf)),
+            metadata={"converted_by": f"danbert-convert {__version__}"},
+            on_tensor=lambda t: bar.update(),
+        )
+    outputs = {WEIGHTS_NAME: digest}
+    if format in ("bin", "both"):
+        write_bin(folder / WEIGHTS_NAME, folder / BIN_NAME)
+        outputs[BIN_NAME] = sha256_file(folder / BIN_NAME)
+        if format == "bin":
+            (folder / WEIGHTS_NAME).unlink()
+            del outputs[WEIGHTS_NAME]
+    return outputs
+
+
+def _disable(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress
+
+
+__all__ = ["ConvertResult", "FORMATS", "HIDDEN_ACTS", "MANIFEST_NAME", "convert"]

@@ -1,0 +1,306 @@
+"""From TensorFlow variable names to transformers parameter names: one table, then a plan.
+
+`TENSOR_MAP` is the whole name mapping. `plan()` checks a checkpoint's variables against it
+and against the config (coverage, shapes, layer count) before a single byte of weight data
+is read, and decides which transformers class the tensors make up.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from danbert_convert.checkpoint import VariableInfo
+from danbert_convert.errors import InputError
+
+# How a TF value becomes the PyTorch value. TF dense kernels are [in, out], nn.Linear is [out, in].
+COPY = "copy"
+TRANSPOSE = "transpose"
+
+
+@dataclass(frozen=True)
+class Rule:
+    tf: str  # TF variable name; `{i}` stands for the encoder layer number
+    hf: str  # transformers name below the model root; `{i}` likewise
+    transform: str
+    # TF shape, each dim a bert_config.json key or a literal number.
+    shape: tuple[str | int, ...]
+    # Which part of the network this belongs to; decides the model class written.
+    group: str = "encoder"
+
+
+H, V, INTER = "hidden_size", "vocab_size", "intermediate_size"
+_LAYER = "bert/encoder/layer_{i}"
+_HF_LAYER = "bert.encoder.layer.{i}"
+
+
+def _ln(tf: str, hf: str, group: str = "encoder") -> tuple[Rule, ...]:
+    return (
+        Rule(f"{tf}/LayerNorm/gamma", f"{hf}.LayerNorm.weight", COPY, (H,), group),
+        Rule(f"{tf}/LayerNorm/beta", f"{hf}.LayerNorm.bias", COPY, (H,), group),
+    )
+
+
+def _dense(tf: str, hf: str, n_in: str, n_out: str, group: str = "encoder") -> tuple[Rule, ...]:
+    return (
+        Rule(f"{tf}/kernel", f"{hf}.weight", TRANSPOSE, (n_in, n_out), group),
+        Rule(f"{tf}/bias", f"{hf}.bias", COPY, (n_out,), group),
+    )
+
+
+TENSOR_MAP: tuple[Rule, ...] = (
+    # embeddings
+    Rule("bert/embeddings/word_embeddings", "bert.embeddings.word_embeddings.weight", COPY, (V, H)),
+    Rule("bert/embeddings/position_embeddings", "bert.embeddings.position_embeddings.weight", COPY,
+         ("max_position_embeddings", H)),
+    Rule("bert/embeddings/token_type_embeddings", "bert.embeddings.token_type_embeddings.weight",
+         COPY, ("type_vocab_size", H)),
+    *_ln("bert/embeddings", "bert.embeddings"),
+    # encoder layers
+    *_dense(f"{_LAYER}/attention/self/query", f"{_HF_LAYER}.attention.self.query", H, H),
+    *_dense(f"{_LAYER}/attention/self/key", f"{_HF_LAYER}.attention.self.key", H, H),
+    *_dense(f"{_LAYER}/attention/self/value", f"{_HF_LAYER}.attention.self.value", H, H),
+    *_dense(f"{_LAYER}/attention/output/dense", f"{_HF_LAYER}.attention.output.dense", H, H),
+    *_ln(f"{_LAYER}/attention/output", f"{_HF_LAYER}.attention.output"),
+    *_dense(f"{_LAYER}/intermediate/dense", f"{_HF_LAYER}.intermediate.dense", H, INTER),
+    *_dense(f"{_LAYER}/output/dense", f"{_HF_LAYER}.output.dense", INTER, H),
+    *_ln(f"{_LAYER}/output", f"{_HF_LAYER}.output"),
+    # pooler
+    *_dense("bert/pooler/dense", "bert.pooler.dense", H, H, "pooler"),
+    # masked-LM head (run_pretraining.py); its decoder weight is the word-embedding table
+    *_dense("cls/predictions/transform/dense", "cls.predictions.transform.dense", H, H, "mlm"),
+    *_ln("cls/predictions/transform", "cls.predictions.transform", "mlm"),
+    Rule("cls/predictions/output_bias", "cls.predictions.bias", COPY, (V,), "mlm"),
+    # next-sentence head: [2, hidden], used with transpose_b, so already [out, in]
+    Rule("cls/seq_relationship/output_weights", "cls.seq_relationship.weight", COPY, (2, H), "nsp"),
+    Rule("cls/seq_relationship/output_bias", "cls.seq_relationship.bias", COPY, (2,), "nsp"),
+    # run_classifier.py fine-tuning head: [num_labels, hidden], also transpose_b
+    Rule("output_weights", "classifier.weight", COPY, ("num_labels", H), "classifier"),
+    Rule("output_bias", "classifier.bias", COPY, ("num_labels",), "classifier"),
+    # run_squad.py fine-tuning head: [2, hidden] (start, end logits)
+    Rule("cls/squad/output_weights", "qa_outputs.weight", COPY, (2, H), "squad"),
+    Rule("cls/squad/output_bias", "qa_outputs.bias", COPY, (2,), "squad"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str  # the transformers class, written to config.json `architectures`
+    heads: frozenset[str]  # head groups present in the checkpoint that select it
+    pooler: bool  # whether the class has a pooler
+    prefixed: bool = True  # whether parameter names keep the `bert.` prefix
+
+
+ARCHITECTURES: tuple[Architecture, ...] = (
+    Architecture("BertForPreTraining", frozenset({"mlm", "nsp"}), pooler=True),
+    Architecture("BertForMaskedLM", frozenset({"mlm"}), pooler=False),
+    Architecture("BertForNextSentencePrediction", frozenset({"nsp"}), pooler=True),
+    Architecture("BertForSequenceClassification", frozenset({"classifier"}), pooler=True),
+    Architecture("BertForQuestionAnswering", frozenset({"squad"}), pooler=False),
+    Architecture("BertModel", frozenset(), pooler=True, prefixed=False),
+)
+
+# Variables that are not model weights, by the last part of their name.
+SKIP_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(^|/)adam_[mv]$"), "Adam optimizer slot"),
+    (re.compile(r"(^|/)AdamWeightDecayOptimizer(_1)?$"), "Adam optimizer slot"),
+    (re.compile(r"(^|/)(Momentum|Adagrad|RMSProp(_1)?|LAMB(_1)?)$"), "optimizer slot"),
+    (re.compile(r"^global_step$"), "training step counter"),
+    (re.compile(r"(^|/)(bad_steps|good_steps|loss_scale|current_loss_scale)$"),
+     "mixed-precision loss-scaling state"),
+)  # fmt: skip
+
+_TF2_MARKERS = ("_CHECKPOINTABLE_OBJECT_GRAPH", ".ATTRIBUTES/VARIABLE_VALUE", "layer_with_weights-")
+
+
+def _compile(rule: Rule) -> re.Pattern[str]:
+    return re.compile("^" + re.escape(rule.tf).replace(r"\{i\}", r"(\d+)") + "$")
+
+
+_COMPILED = tuple((_compile(r), r) for r in TENSOR_MAP)
+
+
+def match(name: str) -> tuple[Rule, int | None] | None:
+    """The rule for a TF variable name and its layer number, or None."""
+    for pattern, rule in _COMPILED:
+        m = pattern.match(name)
+        if m:
+            return rule, int(m.group(1)) if m.groups() else None
+    return None
+
+
+def skip_reason(name: str) -> str | None:
+    """Why a variable that is not a weight is left out, or None if it is not skippable."""
+    for pattern, reason in SKIP_RULES:
+        if pattern.search(name):
+            return reason
+    return None
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    hf: str  # output name
+    tf: str  # source variable
+    transform: str
+    shape: tuple[int, ...]  # output shape
+    dtype: str  # numpy dtype name of the source
+
+
+@dataclass
+class Plan:
+    architecture: Architecture
+    tensors: list[TensorPlan]
+    skipped: dict[str, str]  # TF name -> reason
+    unknown: list[str]
+    derived_config: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def weight_bytes(self) -> int:
+        total = 0
+        for t in self.tensors:
+            n = 1
+            for d in t.shape:
+                n *= d
+            total += n * _itemsize(t.dtype)
+        return total
+
+
+def _itemsize(dtype: str) -> int:
+    import numpy as np
+
+    return np.dtype(dtype).itemsize
+
+
+def _hf_name(rule: Rule, layer: int | None, arch: Architecture) -> str:
+    name = rule.hf.replace("{i}", str(layer)) if layer is not None else rule.hf
+    if not arch.prefixed and name.startswith("bert."):
+        name = name[len("bert.") :]
+    return name
+
+
+def _choose_architecture(heads: set[str], where: str) -> Architecture:
+    for arch in ARCHITECTURES:
+        if arch.heads == heads:
+            return arch
+    raise InputError(
+        f"{where}: unsupported combination of output heads ({', '.join(sorted(heads))})"
+    )
+
+
+def _expected_shape(rule: Rule, config: dict, config_name: str, tf_name: str) -> tuple[int, ...]:
+    dims = []
+    for d in rule.shape:
+        if isinstance(d, int):
+            dims.append(d)
+            continue
+        if d not in config:
+            raise InputError(f"{config_name}: missing key {d!r} (needed for {tf_name})")
+        dims.append(int(config[d]))
+    return tuple(dims)
+
+
+def plan(
+    variables: dict[str, VariableInfo],
+    config: dict,
+    *,
+    config_name: str = "bert_config.json",
+    checkpoint_name: str = "checkpoint",
+    ignore_unknown: bool = False,
+) -> Plan:
+    """Map every checkpoint variable, or fail with one line naming what is wrong."""
+    tf2 = [n for n in variables if any(m in n for m in _TF2_MARKERS)]
+    if tf2:
+        raise InputError(
+            f"{checkpoint_name}: a TF2 object-based checkpoint (variables like {tf2[0]}); "
+            "only TF1 name-based Google-BERT checkpoints (bert/encoder/layer_0/...) are supported"
+        )
+
+    matched: list[tuple[str, Rule, int | None]] = []
+    skipped: dict[str, str] = {}
+    unknown: list[str] = []
+    for name in variables:
+        m = match(name)
+        if m:
+            matched.append((name, *m))
+        elif reason := skip_reason(name):
+            skipped[name] = reason
+        else:
+            unknown.append(name)
+    if unknown and not ignore_unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise InputError(
+            f"{checkpoint_name}: unrecognised variable {unknown[0]}{more}; "
+            "use --ignore-unknown to convert without it"
+        )
+    for name in unknown:
+        skipped[name] = "unrecognised (--ignore-unknown)"
+
+    heads = {rule.group for _, rule, _ in matched} - {"encoder", "pooler"}
+    arch = _choose_architecture(heads, checkpoint_name)
+
+    derived: dict[str, object] = {}
+    if "classifier" in heads:
+        # The label count is whatever the fine-tuning used; the checkpoint is its only record.
+        head = variables.get("output_bias") or variables["output_weights"]
+        derived["num_labels"] = head.shape[0]
+    cfg = {**config, **derived}
+
+    n_layers = int(cfg.get("num_hidden_layers", -1))
+    tensors: list[TensorPlan] = []
+    for name, rule, layer in matched:
+        if rule.group == "pooler" and not arch.pooler:
+            skipped[name] = f"pooler, which {arch.name} does not have"
+            continue
+        if layer is not None and not 0 <= layer < n_layers:
+            raise InputError(
+                f"{checkpoint_name}: {name} is layer {layer}, but num_hidden_layers is "
+                f"{n_layers} in {config_name}"
+            )
+        expected = _expected_shape(rule, cfg, config_name, name)
+        actual = variables[name].shape
+        if len(actual) != len(expected):
+            raise InputError(
+                f"{checkpoint_name}: {name} has shape {list(actual)}, expected {list(expected)} "
+                f"from {config_name}"
+            )
+        for axis, (key, want, got) in enumerate(zip(rule.shape, expected, actual, strict=True)):
+            if want != got:
+                what = f"{key} {want} in {config_name}" if isinstance(key, str) else f"{want}"
+                raise InputError(
+                    f"{what} vs {got} {_axis_word(axis, len(actual))} in {name} "
+                    f"(shape {list(actual)})"
+                )
+        out_shape = tuple(reversed(actual)) if rule.transform == TRANSPOSE else actual
+        tensors.append(
+            TensorPlan(_hf_name(rule, layer, arch), name, rule.transform, out_shape,
+                       variables[name].dtype.name)
+        )  # fmt: skip
+
+    _check_complete(tensors, arch, n_layers, checkpoint_name)
+    tensors.sort(key=lambda t: t.hf)
+    return Plan(arch, tensors, dict(sorted(skipped.items())), sorted(unknown), derived)
+
+
+def _axis_word(axis: int, ndim: int) -> str:
+    if ndim == 1:
+        return "entries"
+    return "rows" if axis == 0 else "columns" if axis == 1 else f"entries on axis {axis}"
+
+
+def _check_complete(
+    tensors: list[TensorPlan], arch: Architecture, n_layers: int, checkpoint_name: str
+) -> None:
+    """Every weight the chosen class has must come from the checkpoint: none left random."""
+    have = {t.hf for t in tensors}
+    groups = {"encoder"} | arch.heads | ({"pooler"} if arch.pooler else set())
+    for rule in TENSOR_MAP:
+        if rule.group not in groups:
+            continue
+        layers: list[int | None] = list(range(n_layers)) if "{i}" in rule.tf else [None]
+        for layer in layers:
+            if _hf_name(rule, layer, arch) not in have:
+                tf = rule.tf.replace("{i}", str(layer)) if layer is not None else rule.tf
+                raise InputError(
+                    f"{checkpoint_name}: missing variable {tf} (needed for "
+                    f"{_hf_name(rule, layer, arch)} of {arch.name})"
+                )

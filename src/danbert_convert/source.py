@@ -1,0 +1,108 @@
+"""The source folder: where its checkpoint, bert_config.json and vocab.txt are, and reading them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from danbert_convert.checkpoint import data_files, find_checkpoint, normalize_prefix
+from danbert_convert.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+REQUIRED_CONFIG_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    checkpoint: Path  # prefix
+    config_path: Path
+    vocab_path: Path
+    config: dict
+    vocab: list[str]
+
+    def files(self) -> list[Path]:
+        """Every file the conversion reads, for the manifest's hashes."""
+        index = Path(f"{self.checkpoint}.index")
+        return [self.config_path, self.vocab_path, index, *data_files(self.checkpoint)]
+
+
+def _find_file(src: Path, name: str, override: Path | None, what: str) -> Path:
+    path = Path(override) if override is not None else src / name
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found" + ("" if override else f" in {src}"))
+    return path
+
+
+def read_config(path: Path) -> dict:
+    """bert_config.json as a dict, checked for the keys a BERT needs."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    for key in REQUIRED_CONFIG_KEYS:
+        if not isinstance(config.get(key), int) or isinstance(config.get(key), bool):
+            raise InputError(f"{path}: key {key!r} missing or not an integer")
+    if config["hidden_size"] % config["num_attention_heads"]:
+        raise InputError(
+            f"{path}: hidden_size {config['hidden_size']} is not a multiple of "
+            f"num_attention_heads {config['num_attention_heads']}"
+        )
+    return config
+
+
+def read_vocab(path: Path, vocab_size: int) -> list[str]:
+    """vocab.txt as a list of tokens; longer than vocab_size or lacking BERT's specials: error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e})") from e
+    vocab = text.split("\n")
+    if vocab and vocab[-1] == "":
+        vocab.pop()
+    vocab = [t.rstrip("\r") for t in vocab]
+    if len(vocab) > vocab_size:
+        raise InputError(
+            f"{path}: {len(vocab)} tokens, more than vocab_size {vocab_size} in the config"
+        )
+    seen = set(vocab)
+    if len(seen) < len(vocab):
+        # BERT's own load_vocab lets the later line win; so do the tokenizers we write.
+        log.warning(
+            "%s: %d repeated tokens; the last occurrence of each wins", path, len(vocab) - len(seen)
+        )
+    missing = [t for t in SPECIAL_TOKENS if t not in seen]
+    if missing:
+        raise InputError(f"{path}: special token {missing[0]} is missing")
+    return vocab
+
+
+def discover(
+    src: Path,
+    *,
+    checkpoint: Path | None = None,
+    config: Path | None = None,
+    vocab: Path | None = None,
+) -> Source:
+    """Locate and read the parts of a Google-BERT release folder; overrides win."""
+    src = Path(src)
+    if not src.is_dir() and not (checkpoint and config and vocab):
+        raise InputError(f"{src}: not a folder")
+    prefix = normalize_prefix(Path(checkpoint)) if checkpoint else find_checkpoint(src)
+    config_path = _find_file(src, "bert_config.json", config, "bert_config.json")
+    vocab_path = _find_file(src, "vocab.txt", vocab, "vocab.txt")
+    cfg = read_config(config_path)
+    return Source(prefix, config_path, vocab_path, cfg, read_vocab(vocab_path, cfg["vocab_size"]))

@@ -1,0 +1,130 @@
+"""Writing the output folder's weights, config.json and manifest.
+
+Weights are streamed: the safetensors header is computed from the plan, then each tensor is
+read, transformed and written once, so memory holds one tensor at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from danbert_convert.mapping import TRANSPOSE, Plan, TensorPlan
+
+SAFETENSORS_DTYPES = {
+    "float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
+    "int32": "I32", "int64": "I64", "bool": "BOOL",
+}  # fmt: skip
+
+WEIGHTS_NAME = "model.safetensors"
+BIN_NAME = "pytorch_model.bin"
+
+
+def transform(t: TensorPlan, value: np.ndarray) -> np.ndarray:
+    """The output value of one planned tensor: transposed if asked, contiguous, little-endian."""
+    if value.shape != (tuple(reversed(t.shape)) if t.transform == TRANSPOSE else t.shape):
+        raise ValueError(f"{t.tf}: read shape {value.shape} does not match the plan {t.shape}")
+    if t.transform == TRANSPOSE:
+        value = value.T
+    return np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+
+
+def write_safetensors(
+    path: Path,
+    tensors: list[TensorPlan],
+    produce: Callable[[TensorPlan], np.ndarray],
+    metadata: dict[str, str] | None = None,
+    on_tensor: Callable[[TensorPlan], None] | None = None,
+) -> str:
+    """Write `tensors` (values from `produce`, in list order) as safetensors; return its SHA-256."""
+    header: dict[str, object] = {}
+    offset = 0
+    for t in tensors:
+        n = int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
+        header[t.hf] = {
+            "dtype": SAFETENSORS_DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + n],
+        }
+        offset += n
+    header["__metadata__"] = {"format": "pt", **(metadata or {})}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the format wants the data 8-byte aligned
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for chunk in (struct.pack("<Q", len(raw)), raw):
+            f.write(chunk)
+            digest.update(chunk)
+        for t in tensors:
+            data = memoryview(produce(t)).cast("B")  # type: ignore[arg-type]
+            f.write(data)
+            digest.update(data)
+            if on_tensor:
+                on_tensor(t)
+    return digest.hexdigest()
+
+
+def write_bin(safetensors_path: Path, path: Path) -> None:
+    """A PyTorch pickle of the same tensors, for tools that still want pytorch_model.bin."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(safetensors_path)), path)
+
+
+def hf_config(
+    bert_config: dict, plan: Plan, hidden_act: str | None, pad_token_id: int
+) -> dict[str, object]:
+    """config.json: bert_config.json with every key kept, plus what transformers needs."""
+    config: dict[str, object] = {**bert_config}
+    config["model_type"] = "bert"
+    config["architectures"] = [plan.architecture.name]
+    if hidden_act:
+        config["hidden_act"] = hidden_act
+    config.setdefault("layer_norm_eps", 1e-12)  # Google BERT's LayerNorm epsilon
+    config["pad_token_id"] = pad_token_id
+    if "num_labels" in plan.derived_config:
+        n = int(str(plan.derived_config["num_labels"]))
+        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
+        config["label2id"] = {f"LABEL_{i}": i for i in range(n)}
+    return config
+
+
+def manifest(
+    *,
+    plan: Plan,
+    sources: Iterable[tuple[Path, str]],
+    reader: str,
+    checkpoint: Path,
+    outputs: dict[str, str],
+    settings: dict[str, object],
+    versions: dict[str, str],
+) -> dict[str, object]:
+    """danbert-manifest.json: what was read, what was written from what, and what was left out."""
+    return {
+        "versions": versions,
+        "source": {
+            "checkpoint": str(checkpoint),
+            "reader": reader,
+            "files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": h} for p, h in sources],
+        },
+        "architecture": plan.architecture.name,
+        "settings": settings,
+        "outputs": outputs,
+        "tensors": [
+            {
+                "name": t.hf,
+                "source": t.tf,
+                "transform": t.transform,
+                "shape": list(t.shape),
+                "dtype": t.dtype,
+            }
+            for t in plan.tensors
+        ],  # fmt: skip
+        "skipped": [{"name": n, "reason": r} for n, r in plan.skipped.items()],
+    }

@@ -1,0 +1,424 @@
+"""danbert convert: equivalence with the TF variables, strictness, atomic output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import sample_inputs, tf_reference
+from tfckpt import TINY_CONFIG, VOCAB, bert_variables, save_tf1_checkpoint, with_training_state
+
+from danbert_convert._fs import sha256_file
+from danbert_convert.cli import cli
+from danbert_convert.convert import convert
+from danbert_convert.errors import InputError, OutputExistsError
+
+TOL = 1e-5
+
+
+def _torch_inputs(config: dict):
+    import torch
+
+    ids, types, mask = sample_inputs(config)
+    return dict(
+        input_ids=torch.tensor(ids),
+        token_type_ids=torch.tensor(types),
+        attention_mask=torch.tensor(mask),
+    )
+
+
+def _load(cls_name: str, out: Path):
+    import transformers
+
+    model, info = getattr(transformers, cls_name).from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"], info
+    assert not info["unexpected_keys"], info
+    assert not info.get("mismatched_keys"), info
+    return model.eval()
+
+
+def _close(a, b) -> None:
+    a = a.detach().numpy() if hasattr(a, "detach") else a
+    diff = float(np.max(np.abs(a - b)))
+    assert diff <= TOL, diff
+
+
+@pytest.fixture(scope="module")
+def converted(full_release, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("conv") / "model"
+    convert(full_release, out, reader="tensorflow", format="both")
+    return out
+
+
+def test_pretraining_outputs_match_tf_variables(converted, full_release):
+    import torch
+
+    model = _load("BertForPreTraining", converted)
+    ref = tf_reference(full_release, TINY_CONFIG)
+    with torch.no_grad():
+        out = model(**_torch_inputs(TINY_CONFIG), output_hidden_states=True)
+        pooled = model.bert(**_torch_inputs(TINY_CONFIG)).pooler_output
+    _close(out.hidden_states[-1], ref.sequence)
+    _close(pooled, ref.pooled)
+    _close(out.prediction_logits, ref.mlm_logits)
+    _close(out.seq_relationship_logits, ref.nsp_logits)
+
+
+def test_config_loads_as_bert_and_keeps_extra_keys(converted):
+    from transformers import AutoConfig, BertConfig
+
+    cfg = AutoConfig.from_pretrained(converted)
+    assert isinstance(cfg, BertConfig)
+    assert cfg.architectures == ["BertForPreTraining"]
+    raw = json.loads((converted / "config.json").read_text())
+    assert raw["model_type"] == "bert"
+    for key in ("directionality", "pooler_fc_size", "pooler_type", "pooler_num_fc_layers"):
+        assert raw[key] == TINY_CONFIG[key]
+    assert cfg.vocab_size == 40 and cfg.hidden_act == "gelu"
+
+
+def test_auto_model_loads_encoder(converted):
+    from transformers import AutoModel, BertModel
+
+    model = AutoModel.from_pretrained(converted)
+    assert isinstance(model, BertModel)
+
+
+def test_tokenizer_keeps_danish_letters(converted):
+    from transformers import AutoTokenizer
+
+    text = "Jeg bor på Østerbro og spiser æbler"
+    expected = ["jeg", "bor", "på", "østerbro", "og", "spiser", "æbler"]
+    fast = AutoTokenizer.from_pretrained(converted)
+    assert fast.tokenize(text) == expected
+    assert fast.tokenize("sål sal") == ["sål", "sal"]
+    enc = fast("jeg bor", "på østerbro")
+    assert enc["input_ids"][0] == VOCAB.index("[CLS]")
+    assert enc["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1]
+    try:  # transformers 5 keeps the pure-Python tokenizer under this name
+        from transformers.models.bert import BertTokenizerLegacy as Slow
+    except ImportError:  # transformers 4
+        from transformers import BertTokenizer as Slow
+    slow = Slow.from_pretrained(converted)
+    assert slow.tokenize(text) == expected
+    assert slow.tokenize("Sål") == ["sål"]
+
+
+def test_bin_equals_safetensors(converted):
+    import torch
+    from safetensors.torch import load_file
+
+    st = load_file(str(converted / "model.safetensors"))
+    bin_ = torch.load(converted / "pytorch_model.bin", weights_only=True)
+    assert st.keys() == bin_.keys()
+    for k in st:
+        assert torch.equal(st[k], bin_[k]), k
+
+
+def test_manifest_accounts_for_every_variable(converted, full_release):
+    from danbert_convert.checkpoint import TensorFlowReader
+
+    m = json.loads((converted / "danbert-manifest.json").read_text())
+    names = set(TensorFlowReader(full_release / "bert_model.ckpt").variables())
+    mapped = {t["source"] for t in m["tensors"]}
+    skipped = {s["name"]: s["reason"] for s in m["skipped"]}
+    assert mapped | set(skipped) == names and not mapped & set(skipped)
+    assert skipped["global_step"] == "training step counter"
+    assert skipped["bert/pooler/dense/kernel/adam_m"] == "Adam optimizer slot"
+    by_name = {t["name"]: t for t in m["tensors"]}
+    q = by_name["bert.encoder.layer.1.attention.self.query.weight"]
+    assert q["source"] == "bert/encoder/layer_1/attention/self/query/kernel"
+    assert q["transform"] == "transpose" and q["dtype"] == "float32"
+    files = {Path(f["path"]).name: f["sha256"] for f in m["source"]["files"]}
+    assert files["bert_model.ckpt.data-00000-of-00001"] == sha256_file(
+        full_release / "bert_model.ckpt.data-00000-of-00001"
+    )
+    assert files["vocab.txt"] == sha256_file(full_release / "vocab.txt")
+    assert m["outputs"]["model.safetensors"] == sha256_file(converted / "model.safetensors")
+    assert m["versions"]["danbert-convert"]
+    assert m["settings"]["strip_accents"] is False and m["settings"]["lowercase"] is True
+
+
+def test_no_heads_gives_bert_model(release, tmp_path):
+    import torch
+
+    src = release("noheads", heads=())
+    result = convert(src, tmp_path / "out", reader="tensorflow")
+    assert result.architecture == "BertModel"
+    assert any("no cls/* heads" in w for w in result.warnings)
+    model = _load("BertModel", tmp_path / "out")
+    ref = tf_reference(src, TINY_CONFIG)
+    with torch.no_grad():
+        out = model(**_torch_inputs(TINY_CONFIG))
+    _close(out.last_hidden_state, ref.sequence)
+    _close(out.pooler_output, ref.pooled)
+
+
+def test_classifier_head(release, tmp_path):
+    import torch
+
+    src = release("classifier", heads=("classifier",))
+    result = convert(src, tmp_path / "out", reader="tensorflow")
+    assert result.architecture == "BertForSequenceClassification"
+    model = _load("BertForSequenceClassification", tmp_path / "out")
+    assert model.config.num_labels == 3
+    ref = tf_reference(src, TINY_CONFIG)
+    from danbert_convert.checkpoint import TensorFlowReader
+
+    r = TensorFlowReader(src / "bert_model.ckpt")
+    logits = ref.pooled @ r.read("output_weights").T + r.read("output_bias")
+    with torch.no_grad():
+        _close(model(**_torch_inputs(TINY_CONFIG)).logits, logits)
+
+
+def test_squad_head_skips_pooler(release, tmp_path):
+    src = release("squad", heads=("squad",))
+    result = convert(src, tmp_path / "out", reader="tensorflow")
+    assert result.architecture == "BertForQuestionAnswering"
+    assert "BertForQuestionAnswering does not have" in result.skipped["bert/pooler/dense/kernel"]
+    _load("BertForQuestionAnswering", tmp_path / "out")
+
+
+def test_hidden_act_override(full_release, tmp_path):
+    import torch
+
+    convert(full_release, tmp_path / "out", reader="tensorflow", hidden_act="gelu_new")
+    model = _load("BertForPreTraining", tmp_path / "out")
+    assert model.config.hidden_act == "gelu_new"
+    tanh_ref = tf_reference(full_release, TINY_CONFIG, hidden_act="gelu_new")
+    erf_ref = tf_reference(full_release, TINY_CONFIG, hidden_act="gelu")
+    with torch.no_grad():
+        seq = model(**_torch_inputs(TINY_CONFIG), output_hidden_states=True).hidden_states[-1]
+    _close(seq, tanh_ref.sequence)
+    assert np.max(np.abs(seq.numpy() - erf_ref.sequence)) > TOL  # the choice matters
+
+
+def test_amp_variables_skipped(release, tmp_path):
+    amp = {
+        "current_loss_scale": np.array(1024.0, np.float32),
+        "good_steps": np.array(7, np.int64),
+        "bad_steps": np.array(0, np.int64),
+    }
+    src = release("amp", extra=amp)
+    result = convert(src, tmp_path / "out", reader="tensorflow")
+    for name in amp:
+        assert result.skipped[name] == "mixed-precision loss-scaling state"
+
+
+def test_unknown_variable_is_an_error_unless_ignored(release, tmp_path):
+    src = release("unknown", extra={"bert/encoder/layer_0/mystery": np.zeros(3, np.float32)})
+    with pytest.raises(InputError, match=r"unrecognised variable bert/encoder/layer_0/mystery;"):
+        convert(src, tmp_path / "out", reader="tensorflow")
+    assert not (tmp_path / "out").exists()
+    result = convert(src, tmp_path / "out", reader="tensorflow", ignore_unknown=True)
+    assert "bert/encoder/layer_0/mystery" in result.skipped
+    m = json.loads((tmp_path / "out" / "danbert-manifest.json").read_text())
+    assert {
+        "name": "bert/encoder/layer_0/mystery",
+        "reason": "unrecognised (--ignore-unknown)",
+    } in m["skipped"]
+
+
+def test_config_mismatch_names_key_and_numbers(release, tmp_path):
+    src = release("mismatch", config_overrides={"vocab_size": 30522})
+    with pytest.raises(InputError) as e:
+        convert(src, tmp_path / "out", reader="tensorflow")
+    assert (
+        f"vocab_size 30522 in {src / 'bert_config.json'} vs 40 rows in "
+        "bert/embeddings/word_embeddings" in str(e.value)
+    )
+
+
+def test_intermediate_size_mismatch(release, tmp_path):
+    src = release("inter", config_overrides={"intermediate_size": 64})
+    with pytest.raises(InputError, match=r"intermediate_size 64 in .* vs 32 (columns|entries)"):
+        convert(src, tmp_path / "out", reader="tensorflow")
+
+
+def test_missing_weight_is_an_error(tmp_path):
+    v = with_training_state(bert_variables(TINY_CONFIG))
+    del v["bert/encoder/layer_1/output/dense/bias"]
+    from tfckpt import write_release
+
+    src = write_release(tmp_path / "src", variables=v)
+    with pytest.raises(
+        InputError, match=r"missing variable bert/encoder/layer_1/output/dense/bias"
+    ):
+        convert(src, tmp_path / "out", reader="tensorflow")
+
+
+def test_more_layers_than_config(release, tmp_path):
+    src = release("layers", config_overrides={"num_hidden_layers": 1})
+    with pytest.raises(InputError, match=r"layer 1, but num_hidden_layers is 1"):
+        convert(src, tmp_path / "out", reader="tensorflow")
+
+
+def test_three_layers(release, tmp_path):
+    import torch
+
+    cfg = {**TINY_CONFIG, "num_hidden_layers": 3}
+    src = release("three", cfg=cfg)
+    convert(src, tmp_path / "out", reader="tensorflow")
+    model = _load("BertForPreTraining", tmp_path / "out")
+    ref = tf_reference(src, cfg)
+    with torch.no_grad():
+        _close(model(**_torch_inputs(cfg)).prediction_logits, ref.mlm_logits)
+
+
+def test_tf2_object_checkpoint_refused(tmp_path):
+    import tensorflow as tf
+
+    src = tmp_path / "tf2"
+    src.mkdir()
+
+    class Dense(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(np.zeros((2, 2), np.float32))
+
+    tf.train.Checkpoint(layer_with_weights=Dense()).write(str(src / "bert_model.ckpt"))
+    (src / "bert_config.json").write_text(json.dumps(TINY_CONFIG))
+    (src / "vocab.txt").write_text("\n".join(VOCAB))
+    with pytest.raises(InputError, match="TF2 object-based checkpoint"):
+        convert(src, tmp_path / "out", reader="tensorflow")
+
+
+def test_vocab_longer_than_config_is_an_error(tmp_path, full_release):
+    src = tmp_path / "src"
+    shutil.copytree(full_release, src)
+    (src / "vocab.txt").write_text("\n".join(VOCAB + [f"w{i}" for i in range(10)]) + "\n")
+    with pytest.raises(InputError, match=r"vocab.txt: 46 tokens, more than vocab_size 40"):
+        convert(src, tmp_path / "out", reader="tensorflow")
+
+
+def test_shorter_vocab_is_a_warning(converted, full_release, tmp_path):
+    result = convert(full_release, tmp_path / "out", reader="tensorflow")
+    assert any("36 tokens for vocab_size 40" in w for w in result.warnings)
+
+
+def test_out_not_empty_refused_then_forced(full_release, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="exists and is not empty"):
+        convert(full_release, out, reader="tensorflow")
+    assert (out / "keep.txt").read_text() == "mine"
+    convert(full_release, out, reader="tensorflow", force=True)
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp folder left
+
+
+def test_interrupt_mid_write_leaves_nothing(full_release, tmp_path, monkeypatch):
+    import danbert_convert.writer as writer
+
+    calls = []
+    real = writer.transform
+
+    def interrupting(t, value):
+        calls.append(t.hf)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(t, value)
+
+    monkeypatch.setattr("danbert_convert.convert.transform", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        convert(full_release, tmp_path / "out", reader="tensorflow")
+    assert len(calls) == 5
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_several_checkpoints_listed(full_release, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(full_release, src)
+    for suffix in ("index", "data-00000-of-00001"):
+        shutil.copy(src / f"bert_model.ckpt.{suffix}", src / f"model.ckpt-100.{suffix}")
+        shutil.move(src / f"bert_model.ckpt.{suffix}", src / f"model.ckpt-200.{suffix}")
+    with pytest.raises(InputError, match=r"several checkpoints \(model.ckpt-100, model.ckpt-200\)"):
+        convert(src, tmp_path / "out", reader="tensorflow")
+    # The state file, as TF writes it, names the training machine's path: found locally.
+    (src / "checkpoint").write_text('model_checkpoint_path: "/data/run/model.ckpt-200"\n')
+    convert(src, tmp_path / "out", reader="tensorflow")
+    m = json.loads((tmp_path / "out" / "danbert-manifest.json").read_text())
+    assert m["source"]["checkpoint"].endswith("model.ckpt-200")
+
+
+def test_overrides(full_release, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    convert(
+        src,
+        tmp_path / "out",
+        reader="tensorflow",
+        checkpoint=full_release / "bert_model.ckpt.index",
+        config=full_release / "bert_config.json",
+        vocab=full_release / "vocab.txt",
+        lowercase=False,
+    )
+    tok = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
+    assert tok["do_lower_case"] is False
+
+
+def test_cased_vocab_inferred(release, tmp_path):
+    src = release("cased", vocab=[*VOCAB, "København"])
+    convert(src, tmp_path / "out", reader="tensorflow")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert tok.tokenize("København Jeg") == ["København", "[UNK]"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["missing-dir", "OUT"], 3, "missing-dir: not a folder"),
+        (["SRC", "OUT", "--hidden-act", "swish"], 2, "Invalid value for '--hidden-act'"),
+    ],
+)
+def test_cli_errors(args, code, message, tmp_path):
+    args = [str(tmp_path / a) if a in ("OUT",) else a for a in args]
+    result = CliRunner().invoke(cli, ["convert", *args])
+    assert result.exit_code == code, result.output
+    assert message in result.output
+
+
+def test_cli_convert_and_exit_codes(full_release, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "out"
+    ok = runner.invoke(
+        cli, ["-q", "convert", str(full_release), str(out), "--reader", "tensorflow"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "BertForPreTraining, 46 tensors" in ok.output
+    again = runner.invoke(cli, ["convert", str(full_release), str(out)])
+    assert again.exit_code == 4
+    assert again.output.strip().splitlines()[-1] == (
+        f"error: {out} exists and is not empty (use --force to replace it)"
+    )
+    bad = tmp_path / "bad"
+    shutil.copytree(full_release, bad)
+    (bad / "bert_config.json").write_text("{not json")
+    r = runner.invoke(cli, ["convert", str(bad), str(tmp_path / "o2")])
+    assert r.exit_code == 3 and f"error: {bad / 'bert_config.json'}: not valid JSON" in r.output
+
+
+def test_python_dash_m_version():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "danbert_convert", "--version"], capture_output=True,
+                       text=True, check=True)  # fmt: skip
+    assert r.stdout.startswith("danbert, version ")
+
+
+def test_save_helper_roundtrip(tmp_path):
+    # The fixture writer itself: names exactly as given, Adam slots included.
+    from danbert_convert.checkpoint import TensorFlowReader
+
+    v = with_training_state({"bert/x": np.ones((2, 3), np.float32)})
+    save_tf1_checkpoint(tmp_path / "c", v)
+    names = set(TensorFlowReader(tmp_path / "c").variables())
+    assert names == {"bert/x", "bert/x/adam_m", "bert/x/adam_v", "global_step"}
