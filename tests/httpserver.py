@@ -1,0 +1,149 @@
+"""A real HTTP server on 127.0.0.1 that misbehaves on request, for download tests and benchmarks.
+
+Each path has a list of behaviours; the n-th request to a path gets the n-th behaviour (the
+last one repeats). Every request is recorded with its headers and the body bytes sent.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+@dataclass
+class Behaviour:
+    body: bytes = b""
+    file: Path | None = None
+    """Serve this file (with sendfile) instead of `body`."""
+    status: int = 200
+    content_type: str = "application/zip"
+    honour_range: bool = True
+    drop_after: int | None = None
+    """Close the connection after this many body bytes, Content-Length notwithstanding."""
+    stall_after: int | None = None
+    """Stop sending for `stall_seconds` after this many body bytes."""
+    stall_seconds: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    path: str
+    headers: dict[str, str]
+    status: int = 0
+    sent: int = 0
+
+
+class Server:
+    """`with Server() as s: s.route("/x.zip", Behaviour(...)); s.url("/x.zip")`."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, list[Behaviour]] = {}
+        self.counts: dict[str, int] = {}
+        self.records: list[Record] = []
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def route(self, path: str, *behaviours: Behaviour) -> str:
+        self.routes[path] = list(behaviours)
+        self.counts[path] = 0
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}{path}"
+
+    def requests_to(self, path: str) -> list[Record]:
+        return [r for r in self.records if r.path == path]
+
+    def _next(self, path: str) -> Behaviour | None:
+        with self.lock:
+            options = self.routes.get(path)
+            if not options:
+                return None
+            n = self.counts[path]
+            self.counts[path] = n + 1
+            return options[min(n, len(options) - 1)]
+
+
+_RANGE = re.compile(r"^bytes=(\d+)-$")
+
+
+def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            record = Record(path, dict(self.headers.items()))
+            with server.lock:
+                server.records.append(record)
+            b = server._next(path)
+            if b is None:
+                b = Behaviour(status=404, body=b"not found", content_type="text/plain")
+            size = b.file.stat().st_size if b.file else len(b.body)
+            start, end, status = 0, size, b.status
+            headers = {"Content-Type": b.content_type, **b.headers}
+            m = _RANGE.match(self.headers.get("Range", ""))
+            if status == 200 and b.honour_range and m:
+                start = int(m[1])
+                if start >= size:
+                    status, start, end = 416, 0, 0
+                    headers["Content-Range"] = f"bytes */{size}"
+                else:
+                    status = 206
+                    headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+            record.status = status
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(end - start))
+            self.end_headers()
+            self.wfile.flush()
+            try:
+                record.sent = self._body(b, start, end)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+        def _body(self, b: Behaviour, start: int, end: int) -> int:
+            limit = end
+            if b.drop_after is not None:
+                limit = min(end, start + b.drop_after)
+            if b.stall_after is not None:
+                sent = self._send(b, start, min(limit, start + b.stall_after))
+                time.sleep(b.stall_seconds)
+                sent += self._send(b, start + sent, limit)
+            else:
+                sent = self._send(b, start, limit)
+            if limit < end:
+                self.close_connection = True
+            return sent
+
+        def _send(self, b: Behaviour, start: int, end: int) -> int:
+            if end <= start:
+                return 0
+            if b.file is not None:
+                with open(b.file, "rb") as f:
+                    return self.connection.sendfile(f, start, end - start)
+            self.wfile.write(b.body[start:end])
+            self.wfile.flush()
+            return end - start
+
+    return Handler
