@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections import Counter
@@ -14,6 +15,7 @@ from danbert_convert import __version__
 from danbert_convert.checkpoint import READERS
 from danbert_convert.convert import HIDDEN_ACTS
 from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError
+from danbert_convert.fetch import RETRIES, TIMEOUT
 
 log = logging.getLogger("danbert_convert")
 
@@ -123,6 +125,107 @@ def convert(ctx: click.Context, src: Path, out: Path, fmt: str, **options: Any) 
         f"({result.weight_bytes / 1e6:.1f} MB)"
         + "".join(f"; skipped {n} ({reason})" for reason, n in sorted(skipped.items()))
     )
+
+
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models_cmd(as_json: bool) -> None:
+    """List the known releases that `danbert fetch` can download."""
+    from danbert_convert.models import DEFAULT_MODEL, RELEASES
+
+    if as_json:
+        rows = [{**r.to_dict(), "default": r.name == DEFAULT_MODEL} for r in RELEASES.values()]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(name) for name in RELEASES) + 2
+    click.echo(f"  {'NAME':<{width}}LANG  CASED  NOTES")
+    for r in RELEASES.values():
+        mark = "*" if r.name == DEFAULT_MODEL else " "
+        notes = ("BROKEN: " if r.broken else "") + r.notes
+        click.echo(f"{mark} {r.name:<{width}}{r.language:<6}{'yes' if r.cased else 'no':<7}{notes}")
+    click.echo("(* default; sources: danbert models --json)")
+
+
+@cli.command("fetch")
+@click.argument("model", required=False)
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for the zip and the unpacked release.",
+)
+@click.option(
+    "--url",
+    "urls",
+    multiple=True,
+    help="Download from URL instead of the registry (repeat: tried in order).",
+)
+@click.option("--sha256", help="Expected SHA-256 of the zip (none are published upstream).")
+@click.option(
+    "--from",
+    "from_path",
+    type=click.Path(path_type=Path),
+    help="A local zip (unpacked into --dest) or unpacked folder (used where it is).",
+)
+@click.option("--no-unpack", is_flag=True, help="Only download and verify the zip.")
+@click.option(
+    "--retries",
+    type=click.IntRange(0),
+    default=RETRIES,
+    show_default=True,
+    help="Retries per source after failures that made no progress.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=TIMEOUT[1],
+    show_default=True,
+    help="Seconds to wait for data before retrying (connecting: 10 s).",
+)
+@click.option("-f", "--force", is_flag=True, help="Download and unpack again even if present.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def fetch_cmd(
+    ctx: click.Context,
+    model: str | None,
+    dest: Path,
+    urls: tuple[str, ...],
+    sha256: str | None,
+    from_path: Path | None,
+    no_unpack: bool,
+    retries: int,
+    timeout: float,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Download MODEL (default: the Danish v2 release), verify it and unpack it.
+
+    Prints the checkpoint folder that `danbert convert` takes. An interrupted download
+    resumes when run again; an existing verified zip is not downloaded again.
+    """
+    from danbert_convert.fetch import fetch
+
+    try:
+        result = fetch(
+            model,
+            dest,
+            urls=urls,
+            sha256=sha256,
+            from_path=from_path,
+            force=force,
+            do_unpack=not no_unpack,
+            progress=progress_enabled(ctx),
+            retries=retries,
+            timeout=(min(TIMEOUT[0], timeout), timeout),
+        )
+    except KeyboardInterrupt:
+        log.warning(f"the partial download in {dest} is kept; run the same command to resume")
+        raise
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.zip_path if no_unpack else result.checkpoint_dir)
 
 
 def main() -> None:
