@@ -122,6 +122,11 @@ def plan(
     entries = [(info, p) for info in zf.infolist() if (p := entry_path(zip_path, info)) is not None]
     if not entries:
         raise InputError(f"{zip_path}: the zip holds no files")
+    seen: set[PurePosixPath] = set()
+    for info, p in entries:
+        if p in seen and not info.is_dir():
+            raise InputError(f"{zip_path}: entry {info.filename!r} appears twice")
+        seen.add(p)
     tops = {p.parts[0] for _, p in entries}
     if len(tops) == 1 and all(len(p.parts) > 1 or info.is_dir() for info, p in entries):
         stripped = [(i, PurePosixPath(*p.parts[1:])) for i, p in entries if len(p.parts) > 1]
@@ -193,11 +198,14 @@ def unpack(
                 # Belt and braces: entry_path already refused every way out that we know of.
                 if not out.resolve().is_relative_to(root):
                     raise InputError(f"{zip_path}: entry {info.filename!r} resolves outside")
-                if info.is_dir():
-                    out.mkdir(parents=True, exist_ok=True)
-                    continue
-                out.parent.mkdir(parents=True, exist_ok=True)
-                extract_entry(zip_path, zf, info, out, bar)
+                try:
+                    (out if info.is_dir() else out.parent).mkdir(parents=True, exist_ok=True)
+                except (FileExistsError, NotADirectoryError):
+                    raise InputError(
+                        f"{zip_path}: entry {info.filename!r} clashes with a file of the same name"
+                    ) from None
+                if not info.is_dir():
+                    extract_entry(zip_path, zf, info, out, bar)
     return UnpackResult(target, target / config.parent, unpacked=True, nbytes=total)
 
 
