@@ -14,7 +14,7 @@ import click
 from danbert_convert import __version__
 from danbert_convert.checkpoint import READERS
 from danbert_convert.convert import HIDDEN_ACTS
-from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError
+from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError, VerifyError
 from danbert_convert.fetch import RETRIES, TIMEOUT
 
 log = logging.getLogger("danbert_convert")
@@ -226,6 +226,81 @@ def fetch_cmd(
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(result.zip_path if no_unpack else result.checkpoint_dir)
+
+
+@cli.command("verify")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--against",
+    type=click.Path(path_type=Path),
+    help="The source release folder (default: the one recorded in the manifest, if present).",
+)
+@click.option("--reader", type=click.Choice(READERS), default="auto", show_default=True)
+@click.option(
+    "--expect", metavar="TOKEN", help="Fail unless TOKEN is in the first fill-mask top 5."
+)
+@click.option(
+    "--sentence",
+    "sentences",
+    multiple=True,
+    help="Fill-mask sentence with [MASK] (repeatable; default: built-in Danish ones).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify_cmd(
+    out: Path,
+    against: Path | None,
+    reader: str,
+    expect: str | None,
+    sentences: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Prove that the converted folder OUT loads and computes what the checkpoint computes."""
+    from danbert_convert.verify import verify
+
+    report = verify(out, against=against, reader=reader, expect=expect, sentences=sentences or None)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    if not report.ok:
+        failed = ", ".join(c.name for c in report.checks if c.status == "fail")
+        raise VerifyError(f"{out}: failed checks: {failed}")
+
+
+@cli.command("all")
+@click.argument("model", required=False)
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("danbert-work"),
+    show_default=True,
+    help="Working folder for the zip and the unpacked release.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model folder to write (default: ./MODEL, or ./danbert-model with --url/--from).",
+)
+@click.option("--url", "urls", multiple=True, help="Download from URL (repeatable).")
+@click.option("--sha256", help="Expected SHA-256 of the zip.")
+@click.option("--from", "from_path", type=click.Path(path_type=Path), help="A local zip or folder.")
+@click.option("--reader", type=click.Choice(READERS), default="auto", show_default=True)
+@click.option("--hidden-act", type=click.Choice(HIDDEN_ACTS), help="Activation for config.json.")
+@click.option(
+    "--expect", metavar="TOKEN", help="Fail unless TOKEN is in the first fill-mask top 5."
+)
+@click.option("-f", "--force", is_flag=True, help="Redo every stage.")
+@click.pass_context
+def all_cmd(ctx: click.Context, model: str | None, **options: Any) -> None:
+    """Fetch, convert and verify MODEL (default: the Danish v2 release) in one go.
+
+    A stage whose result is already present and valid is not redone.
+    """
+    from danbert_convert.workflow import run_all
+
+    result = run_all(model, progress=progress_enabled(ctx), **options)
+    for s in result.stages:
+        click.echo(f"{s.stage:<8} {'skipped' if s.skipped else f'{s.seconds:.1f} s'}")
+    click.echo(f"\n{result.architecture} ready in {result.out.resolve()}\n")
+    click.echo("from transformers import AutoModel, AutoTokenizer")
+    click.echo(result.python_lines())
 
 
 def main() -> None:

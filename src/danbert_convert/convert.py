@@ -153,6 +153,8 @@ def convert(
                     sources=[(f.resolve(), h.result()) for f, h in hashes],
                     reader=reader_name,
                     checkpoint=source.checkpoint.resolve(),
+                    config=source.config_path.resolve(),
+                    vocab=source.vocab_path.resolve(),
                     outputs=outputs,
                     settings=settings,
                     versions=_versions(reader_name),

@@ -16,10 +16,21 @@ import numpy as np
 Weights = Callable[[str], np.ndarray]
 
 
-def gelu_erf(x: np.ndarray) -> np.ndarray:
-    from math import erf
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf via the Numerical Recipes erfc (fractional error below 1.2e-7), vectorised."""
+    z = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    coeffs = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+              0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277)  # fmt: skip
+    poly = np.zeros_like(t)
+    for c in reversed(coeffs):
+        poly = c + t * poly
+    erfc = t * np.exp(-z * z + poly)
+    return np.where(x >= 0, 1.0 - erfc, erfc - 1.0)
 
-    return 0.5 * x * (1.0 + np.vectorize(erf, otypes=[np.float64])(x / math.sqrt(2.0)))
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -42,6 +53,8 @@ class Outputs:
     pooled: np.ndarray | None  # [batch, hidden]
     mlm_logits: np.ndarray | None  # [batch, seq, vocab]
     nsp_logits: np.ndarray | None  # [batch, 2]
+    classifier_logits: np.ndarray | None = None  # [batch, num_labels] (run_classifier.py)
+    squad_logits: np.ndarray | None = None  # [batch, seq, 2] (run_squad.py: start, end)
 
 
 def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
@@ -77,8 +90,9 @@ def forward(
         return _layer_norm(x, w(f"{prefix}/LayerNorm/gamma"), w(f"{prefix}/LayerNorm/beta"), eps)
 
     e = "bert/embeddings"
+    words = w(f"{e}/word_embeddings")  # read once: the MLM decoder uses it again
     x = (
-        w(f"{e}/word_embeddings")[input_ids]
+        words[input_ids]
         + w(f"{e}/token_type_embeddings")[token_type_ids]
         + w(f"{e}/position_embeddings")[:seq][None]
     )
@@ -108,9 +122,14 @@ def forward(
     mlm = nsp = None
     if has("cls/predictions/output_bias"):
         t = ln(act(dense(x, "cls/predictions/transform/dense")), "cls/predictions/transform")
-        mlm = t @ w(f"{e}/word_embeddings").T + w("cls/predictions/output_bias")
+        mlm = t @ words.T + w("cls/predictions/output_bias")
     if has("cls/seq_relationship/output_weights") and pooled is not None:
         nsp = pooled @ w("cls/seq_relationship/output_weights").T + w(
             "cls/seq_relationship/output_bias"
         )
-    return Outputs(x, pooled, mlm, nsp)
+    classifier = squad = None
+    if has("output_weights") and pooled is not None:
+        classifier = pooled @ w("output_weights").T + w("output_bias")
+    if has("cls/squad/output_weights"):
+        squad = x @ w("cls/squad/output_weights").T + w("cls/squad/output_bias")
+    return Outputs(x, pooled, mlm, nsp, classifier, squad)

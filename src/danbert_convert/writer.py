@@ -101,6 +101,8 @@ def manifest(
     sources: Iterable[tuple[Path, str]],
     reader: str,
     checkpoint: Path,
+    config: Path,
+    vocab: Path,
     outputs: dict[str, str],
     settings: dict[str, object],
     versions: dict[str, str],
@@ -110,6 +112,8 @@ def manifest(
         "versions": versions,
         "source": {
             "checkpoint": str(checkpoint),
+            "config": str(config),
+            "vocab": str(vocab),
             "reader": reader,
             "files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": h} for p, h in sources],
         },

@@ -1,0 +1,167 @@
+"""`danbert all`: fetch, convert and verify in one go, skipping what is already done."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from danbert_convert._fs import write_json
+from danbert_convert.convert import MANIFEST_NAME, convert
+from danbert_convert.errors import DanbertError, VerifyError
+from danbert_convert.fetch import fetch
+from danbert_convert.models import DEFAULT_MODEL
+from danbert_convert.verify import Report, read_manifest, verify
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEST = Path("danbert-work")
+VERIFY_NAME = "danbert-verify.json"
+T = TypeVar("T")
+
+
+@dataclass
+class StageTime:
+    stage: str
+    seconds: float
+    skipped: bool
+
+
+@dataclass
+class AllResult:
+    out: Path
+    checkpoint_dir: Path
+    architecture: str
+    stages: list[StageTime] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+
+    def python_lines(self) -> str:
+        """The two lines of Python that load the result."""
+        p = str(self.out.resolve())
+        return (
+            f'tokenizer = AutoTokenizer.from_pretrained("{p}")\n'
+            f'model = AutoModel.from_pretrained("{p}")'
+        )
+
+
+def default_out(model: str | None, urls: Sequence[str], from_path: Path | None) -> Path:
+    """`./<release name>` for a registry release, else `./danbert-model`."""
+    if model is None and (urls or from_path is not None):
+        return Path("danbert-model")
+    return Path(model or DEFAULT_MODEL)
+
+
+def _stage(name: str, result: AllResult, skip: bool, work: Callable[[], T]) -> T:
+    """Run one stage, timing it; an error says which stage it came from."""
+    log.info("[%s] %s", name, "already done" if skip else "running")
+    start = time.perf_counter()
+    try:
+        value = work()
+    except DanbertError as e:
+        e.args = (f"{name} stage: {e}",)
+        raise
+    result.stages.append(StageTime(name, time.perf_counter() - start, skip))
+    log.info("[%s] %s in %.1f s", name, "checked" if skip else "done", result.stages[-1].seconds)
+    return value
+
+
+def _conversion_current(out: Path, checkpoint_dir: Path, hidden_act: str | None) -> bool:
+    """OUT holds a complete conversion of this checkpoint folder with the asked settings."""
+    try:
+        m = read_manifest(out)
+    except DanbertError:
+        return False
+    if not m:
+        return False
+    source = Path(m.get("source", {}).get("config", "")).parent
+    if source != checkpoint_dir.resolve():
+        return False
+    if hidden_act and m.get("settings", {}).get("hidden_act") != hidden_act:
+        return False
+    outputs = m.get("outputs", {})
+    return bool(outputs) and all((out / name).is_file() for name in outputs)
+
+
+def _manifest_digest(out: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((out / MANIFEST_NAME).read_bytes()).hexdigest()
+
+
+def _verified(out: Path) -> dict[str, Any] | None:
+    """The saved passing report for the conversion now in OUT, if there is one."""
+    path = out / VERIFY_NAME
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if saved.get("ok") and saved.get("manifest_sha256") == _manifest_digest(out):
+        return saved
+    return None
+
+
+def run_all(
+    model: str | None = None,
+    *,
+    dest: Path = DEFAULT_DEST,
+    out: Path | None = None,
+    urls: Sequence[str] = (),
+    sha256: str | None = None,
+    from_path: Path | None = None,
+    force: bool = False,
+    reader: str = "auto",
+    hidden_act: str | None = None,
+    expect: str | None = None,
+    progress: bool | None = None,
+    fetch_options: dict[str, Any] | None = None,
+) -> AllResult:
+    """fetch -> convert -> verify; a stage whose result is present and valid is not redone."""
+    out = Path(out) if out is not None else default_out(model, urls, from_path)
+    result = AllResult(out, Path(dest), "")
+    fetched = _stage(
+        "fetch",
+        result,
+        False,
+        lambda: fetch(model, Path(dest), urls=urls, sha256=sha256, from_path=from_path,
+                      force=force, progress=progress, **(fetch_options or {})),
+    )  # fmt: skip
+    result.stages[-1].skipped = not (fetched.downloaded or fetched.unpacked)
+    result.checkpoint_dir = fetched.checkpoint_dir
+
+    current = not force and _conversion_current(out, fetched.checkpoint_dir, hidden_act)
+    if current:
+        _stage("convert", result, True, lambda: None)
+    else:
+        _stage(
+            "convert",
+            result,
+            False,
+            lambda: convert(fetched.checkpoint_dir, out, force=True, reader=reader,
+                            hidden_act=hidden_act, progress=progress),
+        )  # fmt: skip
+    manifest = read_manifest(out) or {}
+    result.architecture = str(manifest.get("architecture", ""))
+
+    saved = None if (force or not current) else _verified(out)
+    if saved is not None and expect is None:
+        _stage("verify", result, True, lambda: None)
+        result.report = saved
+        return result
+
+    def run_verify() -> Report:
+        report = verify(out, against=fetched.checkpoint_dir, reader=reader, expect=expect)
+        data = {**report.to_dict(), "manifest_sha256": _manifest_digest(out)}
+        write_json(out / VERIFY_NAME, data)
+        result.report = data
+        if not report.ok:
+            log.info("%s", report.table())
+            failed = ", ".join(c.name for c in report.checks if c.status == "fail")
+            raise VerifyError(f"{out}: failed checks: {failed}")
+        return report
+
+    log.info("%s", _stage("verify", result, False, run_verify).table())
+    return result

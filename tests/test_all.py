@@ -1,0 +1,95 @@
+"""danbert all: fetch -> convert -> verify against a local server, idempotent, failure-safe."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from httpserver import Behaviour, Server
+from zips import zip_folder
+
+from danbert_convert.cli import cli
+from danbert_convert.errors import InputError
+from danbert_convert.workflow import run_all
+
+
+@pytest.fixture(scope="module")
+def release_zip(full_release, tmp_path_factory) -> Path:
+    z = tmp_path_factory.mktemp("zips") / "danish_bert_uncased_v2.zip"
+    return zip_folder(full_release, z, top="danish_bert_uncased_v2", junk=True)
+
+
+def test_end_to_end_then_idempotent(release_zip, tmp_path):
+    from transformers import AutoModel, AutoTokenizer, pipeline
+
+    work, out = tmp_path / "work", tmp_path / "model"
+    with Server() as server:
+        url = server.route("/danish.zip", Behaviour(file=release_zip))
+        args = ["all", "--url", url, "--dest", str(work), "--out", str(out)]
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 0, r.output
+        assert f"BertForPreTraining ready in {out.resolve()}" in r.output
+        assert f'model = AutoModel.from_pretrained("{out.resolve()}")' in r.output
+        requests_made = len(server.records)
+        weights_mtime = (out / "model.safetensors").stat().st_mtime_ns
+        saved = json.loads((out / "danbert-verify.json").read_text())
+        assert saved["ok"]
+
+        again = CliRunner().invoke(cli, args)
+        assert again.exit_code == 0, again.output
+        for stage in ("fetch", "convert", "verify"):
+            assert f"{stage:<8} skipped" in again.output
+        assert len(server.records) == requests_made  # nothing downloaded again
+    assert (out / "model.safetensors").stat().st_mtime_ns == weights_mtime
+
+    model = AutoModel.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.tokenize("Østerbro på") == ["østerbro", "på"]
+    assert model.config.model_type == "bert"
+    preds = pipeline("fill-mask", model=str(out))("jeg bor på [MASK].")
+    assert len(preds) == 5 and all(p["token_str"] for p in preds)
+
+
+def test_force_redoes_conversion(release_zip, tmp_path):
+    out = tmp_path / "model"
+    run_all(from_path=release_zip, dest=tmp_path / "w", out=out)
+    first = (out / "model.safetensors").stat().st_mtime_ns
+    result = run_all(from_path=release_zip, dest=tmp_path / "w", out=out, force=True)
+    assert not any(s.skipped for s in result.stages if s.stage != "fetch")
+    assert (out / "model.safetensors").stat().st_mtime_ns != first
+
+
+def test_changed_activation_reconverts(release_zip, tmp_path):
+    out = tmp_path / "model"
+    run_all(from_path=release_zip, dest=tmp_path / "w", out=out)
+    result = run_all(from_path=release_zip, dest=tmp_path / "w", out=out, hidden_act="gelu_new")
+    assert [s.skipped for s in result.stages if s.stage == "convert"] == [False]
+    assert json.loads((out / "config.json").read_text())["hidden_act"] == "gelu_new"
+
+
+def test_convert_failure_keeps_download(release, tmp_path):
+    bad = release("bad-config", config_overrides={"vocab_size": 30522})
+    z = zip_folder(bad, tmp_path / "bad.zip", top="danish_bert_uncased_v2")
+    work, out = tmp_path / "work", tmp_path / "model"
+    with Server() as server:
+        url = server.route("/bad.zip", Behaviour(file=z))
+        with pytest.raises(InputError, match=r"^convert stage: vocab_size 30522 in "):
+            run_all(urls=[url], dest=work, out=out)
+        r = CliRunner().invoke(cli, ["all", "--url", url, "--dest", str(work), "--out", str(out)])
+        assert r.exit_code == 3
+        assert "error: convert stage: vocab_size 30522" in r.output
+        assert len([rec for rec in server.records if rec.status == 200]) == 1
+    assert (work / "bad.zip").is_file()
+    assert (work / "danish_bert_uncased_v2" / "bert_config.json").is_file()  # unpacked, kept
+    assert not out.exists()
+
+
+def test_verify_failure_names_stage(release_zip, tmp_path):
+    out = tmp_path / "model"
+    with pytest.raises(Exception, match=r"^verify stage: .*failed checks: fill-mask"):
+        run_all(from_path=release_zip, dest=tmp_path / "w", out=out, expect="zzz")
+    assert (out / "model.safetensors").is_file()  # the conversion stays for the next run
+    shutil.rmtree(out)
