@@ -329,6 +329,14 @@ def test_interrupt_mid_write_leaves_nothing(full_release, tmp_path, monkeypatch)
         convert(full_release, tmp_path / "out", reader="tensorflow")
     assert len(calls) == 5
     assert list(tmp_path.iterdir()) == []
+    # With --force, the folder being replaced survives an interrupted replacement intact.
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        convert(full_release, tmp_path / "out", reader="tensorflow", force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
 
 
 def test_several_checkpoints_listed(full_release, tmp_path):
@@ -422,3 +430,13 @@ def test_save_helper_roundtrip(tmp_path):
     save_tf1_checkpoint(tmp_path / "c", v)
     names = set(TensorFlowReader(tmp_path / "c").variables())
     assert names == {"bert/x", "bert/x/adam_m", "bert/x/adam_v", "global_step"}
+
+
+def test_cli_interrupt_exits_130(full_release, tmp_path, monkeypatch):
+    def interrupting(t, value):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("danbert_convert.convert.transform", interrupting)
+    r = CliRunner().invoke(cli, ["convert", str(full_release), str(tmp_path / "out")])
+    assert r.exit_code == 130 and "interrupted" in r.output
+    assert list(tmp_path.iterdir()) == []
