@@ -7,6 +7,7 @@ last one repeats). Every request is recorded with its headers and the body bytes
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ class Record:
     headers: dict[str, str]
     status: int = 0
     sent: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    """Set when the server has finished answering (so `sent` is final)."""
 
 
 class Server:
@@ -46,9 +49,11 @@ class Server:
         self.counts: dict[str, int] = {}
         self.records: list[Record] = []
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self.httpd = _QuietServer(("127.0.0.1", 0), _make_handler(self))
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def __enter__(self) -> Server:
         self.thread.start()
@@ -67,8 +72,12 @@ class Server:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}{path}"
 
-    def requests_to(self, path: str) -> list[Record]:
-        return [r for r in self.records if r.path == path]
+    def requests_to(self, path: str, wait: float = 5.0) -> list[Record]:
+        """The requests to `path`, after waiting up to `wait` s for each to be answered."""
+        found = [r for r in self.records if r.path == path]
+        for r in found:
+            r.done.wait(wait)
+        return found
 
     def _next(self, path: str) -> Behaviour | None:
         with self.lock:
@@ -78,6 +87,13 @@ class Server:
             n = self.counts[path]
             self.counts[path] = n + 1
             return options[min(n, len(options) - 1)]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Clients that hang up mid-response are what the tests are about, not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 _RANGE = re.compile(r"^bytes=(\d+)-$")
@@ -121,6 +137,8 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 record.sent = self._body(b, start, end)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
+            finally:
+                record.done.set()
 
         def _body(self, b: Behaviour, start: int, end: int) -> int:
             limit = end

@@ -57,6 +57,8 @@ class DownloadResult:
     """Bytes that were already on disk in the `.part` when this download started."""
     received: int
     """Bytes that came over the network."""
+    tried: list[tuple[str, str]]
+    """(url, what went wrong) for every source that failed before `url` worked."""
 
 
 @dataclass
@@ -186,10 +188,13 @@ def _expected_total(resp: requests.Response, part: _Part) -> int | None:
             part.reset()
         return int(length) if length and length.isdigit() else None
     if status == 206:
-        m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+        content_range = resp.headers.get("Content-Range")
+        m = _CONTENT_RANGE.match(content_range or "")
         if not m:
             raise _SourceFailed(
-                f"206 with a bad Content-Range {resp.headers.get('Content-Range')!r}"
+                "206 without a Content-Range"
+                if content_range is None
+                else f"206 with a bad Content-Range {content_range!r}"
             )
         start, end = int(m[1]), int(m[2])
         if start != part.offset:
@@ -369,7 +374,9 @@ def download(
                     continue
                 size = part.offset
                 os.replace(part.path, path)
-                return DownloadResult(url, path, digest, size, part.resumed_from, part.received)
+                return DownloadResult(
+                    url, path, digest, size, part.resumed_from, part.received, tried
+                )
     finally:
         if own_session:
             session.close()
@@ -481,6 +488,7 @@ def fetch(
         )
         result.source, result.sha256, result.size = d.url, d.sha256, d.size
         result.downloaded, result.resumed_from, result.received = True, d.resumed_from, d.received
+        result.tried = d.tried
     _record_digest(zip_path, result.sha256)
     log.info(f"sha256 {result.sha256}  {zip_path}")
     if do_unpack:

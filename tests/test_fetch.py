@@ -1,0 +1,487 @@
+"""Downloading against a real, misbehaving HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from httpserver import Behaviour, Server
+from zips import zip_folder
+
+from danbert_convert import fetch as fetch_mod
+from danbert_convert.cli import cli
+from danbert_convert.errors import DownloadError, InputError
+from danbert_convert.fetch import download, fetch, filename_from_url
+
+FAST = {"backoff": 0.001, "max_backoff": 0.01, "timeout": (2.0, 2.0)}
+NAME = "danish_bert_uncased_v2"
+HTML = b"<!DOCTYPE html><html><head><title>Dropbox - Error</title></head></html>"
+
+
+@pytest.fixture(autouse=True)
+def _local_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A proxy from the environment would route 127.0.0.1 elsewhere.
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "*")
+
+
+@pytest.fixture(scope="session")
+def release_zip(full_release: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The tiny TF-written release zipped like the Danish one, with macOS junk."""
+    z = tmp_path_factory.mktemp("zip") / f"{NAME}.zip"
+    return zip_folder(full_release, z, NAME, junk=True).read_bytes()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    with Server() as s:
+        yield s
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    # The CLI turns propagation off for its own handler; attach caplog's directly.
+    logger = logging.getLogger("danbert_convert")
+    logger.addHandler(caplog.handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(old)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ranges(server: Server, path: str) -> list[str | None]:
+    return [r.headers.get("Range") for r in server.requests_to(path, wait=0)]
+
+
+def test_plain_download(server: Server, release_zip: bytes, tmp_path: Path) -> None:
+    url = server.route("/r.zip", Behaviour(body=release_zip))
+    r = fetch(dest=tmp_path, urls=[url], **FAST)
+    assert r.zip_path == tmp_path / "r.zip"
+    assert r.zip_path.read_bytes() == release_zip
+    assert r.sha256 == sha(release_zip) and r.size == len(release_zip)
+    assert (r.downloaded, r.resumed_from, r.received) == (True, 0, len(release_zip))
+    assert (tmp_path / "r.zip.sha256").read_text() == f"{sha(release_zip)}  r.zip\n"
+    assert r.checkpoint_dir == tmp_path / NAME
+    assert (r.checkpoint_dir / "bert_config.json").is_file()
+    assert not list(r.checkpoint_dir.glob("._*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [NAME, "r.zip", "r.zip.sha256"]
+    (rec,) = server.requests_to("/r.zip")
+    assert rec.headers.get("Range") is None
+    assert rec.headers["Accept-Encoding"] == "identity"
+    assert rec.headers["User-Agent"].startswith("danbert-convert/")
+
+
+def test_registry_name_gives_the_file_name(server: Server, release_zip: bytes, tmp_path: Path):
+    url = server.route("/dl", Behaviour(body=release_zip))
+    r = fetch("danish-bert-uncased-v2", tmp_path, urls=[url], do_unpack=False, **FAST)
+    assert r.zip_path == tmp_path / f"{NAME}.zip" and r.model == "danish-bert-uncased-v2"
+
+
+def test_broken_release_warns(
+    server: Server, release_zip: bytes, tmp_path: Path, logs: pytest.LogCaptureFixture
+) -> None:
+    url = server.route("/dl", Behaviour(body=release_zip))
+    fetch("norwegian-bert-uncased", tmp_path, urls=[url], do_unpack=False, **FAST)
+    assert "norwegian-bert-uncased: Reported broken upstream" in logs.text
+
+
+def test_dropped_connection_resumes_with_range(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    n = len(release_zip) // 3
+    url = server.route(
+        "/r.zip", Behaviour(body=release_zip, drop_after=n), Behaviour(body=release_zip)
+    )
+    r = fetch(dest=tmp_path, urls=[url], **FAST)
+    assert r.zip_path.read_bytes() == release_zip and r.sha256 == sha(release_zip)
+    first, second = server.requests_to("/r.zip")
+    assert first.sent == n
+    assert second.headers["Range"] == f"bytes={n}-"
+    assert (second.status, second.sent) == (206, len(release_zip) - n)
+    assert r.received == len(release_zip)
+
+
+def test_resume_in_a_later_run_rehashes_the_part(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    n = len(release_zip) // 2
+    url = server.route(
+        "/r.zip", Behaviour(body=release_zip, drop_after=n), Behaviour(body=release_zip)
+    )
+    with pytest.raises(DownloadError, match="connection dropped mid-transfer"):
+        fetch(dest=tmp_path, urls=[url], retries=0, **FAST)
+    assert (tmp_path / "r.zip.part").read_bytes() == release_zip[:n]
+    assert not (tmp_path / "r.zip").exists()
+    r = fetch(dest=tmp_path, urls=[url], **FAST)
+    assert ranges(server, "/r.zip") == [None, f"bytes={n}-"]
+    assert server.requests_to("/r.zip")[1].sent == len(release_zip) - n
+    assert (r.resumed_from, r.received) == (n, len(release_zip) - n)
+    assert r.sha256 == sha(release_zip) and not (tmp_path / "r.zip.part").exists()
+
+
+def test_server_ignoring_range_restarts_cleanly(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    (tmp_path / "r.zip.part").write_bytes(release_zip[:1000])
+    url = server.route("/r.zip", Behaviour(body=release_zip, honour_range=False))
+    r = fetch(dest=tmp_path, urls=[url], **FAST)
+    (rec,) = server.requests_to("/r.zip")
+    assert (rec.headers["Range"], rec.status) == ("bytes=1000-", 200)
+    assert r.zip_path.read_bytes() == release_zip
+    assert (r.resumed_from, r.received) == (0, len(release_zip))
+
+
+def test_complete_part_answered_416(server: Server, release_zip: bytes, tmp_path: Path) -> None:
+    (tmp_path / "r.zip.part").write_bytes(release_zip)
+    url = server.route("/r.zip", Behaviour(body=release_zip))
+    r = fetch(dest=tmp_path, urls=[url], **FAST)
+    (rec,) = server.requests_to("/r.zip")
+    assert (rec.status, rec.sent) == (416, 0)
+    assert r.sha256 == sha(release_zip) and r.received == 0
+
+
+def test_oversized_part_answered_416_starts_over(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    (tmp_path / "r.zip.part").write_bytes(release_zip + b"extra")
+    url = server.route("/r.zip", Behaviour(body=release_zip))
+    r = fetch(dest=tmp_path, urls=[url], **FAST)
+    assert ranges(server, "/r.zip") == [f"bytes={len(release_zip) + 5}-", None]
+    assert r.zip_path.read_bytes() == release_zip
+
+
+def test_part_that_is_not_a_zip_is_discarded(
+    server: Server, release_zip: bytes, tmp_path: Path, logs: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "r.zip.part").write_bytes(HTML)
+    url = server.route("/r.zip", Behaviour(body=release_zip))
+    fetch(dest=tmp_path, urls=[url], do_unpack=False, **FAST)
+    assert ranges(server, "/r.zip") == [None]
+    assert "r.zip.part: not the start of a zip; starting over" in logs.text
+
+
+def test_wrong_content_range_starts_over(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    (tmp_path / "r.zip.part").write_bytes(release_zip[:1000])
+    size = len(release_zip)
+    wrong = Behaviour(
+        body=release_zip, status=206, headers={"Content-Range": f"bytes 0-{size - 1}/{size}"}
+    )
+    url = server.route("/r.zip", wrong, Behaviour(body=release_zip))
+    r = fetch(dest=tmp_path, urls=[url], **FAST)
+    assert ranges(server, "/r.zip") == ["bytes=1000-", None]
+    assert r.zip_path.read_bytes() == release_zip
+
+
+def test_bad_content_range_header(server: Server, release_zip: bytes, tmp_path: Path) -> None:
+    (tmp_path / "r.zip.part").write_bytes(release_zip[:1000])
+    url = server.route("/r.zip", Behaviour(body=release_zip, status=206))
+    with pytest.raises(DownloadError, match=r"r\.zip -> 206 without a Content-Range$"):
+        fetch(dest=tmp_path, urls=[url], **FAST)
+    bad = Behaviour(body=release_zip, status=206, headers={"Content-Range": "bytes 1000-"})
+    url = server.route("/r.zip", bad)
+    with pytest.raises(
+        DownloadError, match=r"r\.zip -> 206 with a bad Content-Range 'bytes 1000-'$"
+    ):
+        fetch(dest=tmp_path, urls=[url], **FAST)
+
+
+def test_500_then_200(
+    server: Server, release_zip: bytes, tmp_path: Path, logs: pytest.LogCaptureFixture
+) -> None:
+    url = server.route("/r.zip", Behaviour(status=500, body=b"oops"), Behaviour(body=release_zip))
+    r = fetch(dest=tmp_path, urls=[url], **FAST)
+    assert [x.status for x in server.requests_to("/r.zip")] == [500, 200]
+    assert r.sha256 == sha(release_zip)
+    assert f"{url}: HTTP 500 Internal Server Error; retry 1/5" in logs.text
+
+
+def test_retries_are_bounded_with_growing_backoff(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(fetch_mod.time, "sleep", sleeps.append)
+    url = server.route("/r.zip", Behaviour(status=503, body=b"busy"))
+    with pytest.raises(DownloadError) as e:
+        fetch(dest=tmp_path, urls=[url], retries=4, backoff=1.0, max_backoff=5.0)
+    assert str(e.value) == (
+        f"could not download r.zip: {url} -> HTTP 503 Service Unavailable (gave up after 4 retries)"
+    )
+    assert len(server.requests_to("/r.zip")) == 5
+    assert sleeps == [1.0, 2.0, 4.0, 5.0]
+
+
+def test_404_then_a_working_second_source(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    dead = server.url("/gone.zip")
+    good = server.route("/r.zip", Behaviour(body=release_zip))
+    r = fetch("danish-bert-uncased-v2", tmp_path, urls=[dead, good], **FAST)
+    assert r.source == good and r.tried == [(dead, "HTTP 404 Not Found")]
+    assert len(server.requests_to("/gone.zip")) == 1  # a 404 is not retried
+    assert r.to_dict()["tried"] == [{"url": dead, "error": "HTTP 404 Not Found"}]
+
+
+def test_every_source_failing_names_each(server: Server, tmp_path: Path) -> None:
+    a = server.url("/gone.zip")
+    b = server.route("/old.zip", Behaviour(status=410, body=b""))
+    c = server.route("/page", Behaviour(body=HTML, content_type="text/html; charset=utf-8"))
+    with pytest.raises(DownloadError) as e:
+        fetch("danish-bert-uncased-v2", tmp_path, urls=[a, b, c], **FAST)
+    assert str(e.value) == (
+        f"could not download {NAME}.zip: {a} -> HTTP 404 Not Found; {b} -> HTTP 410 Gone; "
+        f"{c} -> an HTML page (text/html), not a zip: the link is dead or rate-limited"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_html_page_without_html_content_type(server: Server, tmp_path: Path) -> None:
+    url = server.route("/r.zip", Behaviour(body=b"\n  " + HTML, content_type="application/binary"))
+    with pytest.raises(DownloadError, match="an HTML page \\(application/binary\\), not a zip"):
+        fetch(dest=tmp_path, urls=[url], **FAST)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_non_zip_body(server: Server, tmp_path: Path) -> None:
+    url = server.route("/r.zip", Behaviour(body=b"\x1f\x8b\x08 gzip", content_type=""))
+    with pytest.raises(
+        DownloadError, match=r"not a zip \(no Content-Type, starts with b'\\x1f\\x8b"
+    ):
+        fetch(dest=tmp_path, urls=[url], **FAST)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_sha256_removes_the_download(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    url = server.route("/r.zip", Behaviour(body=release_zip))
+    with pytest.raises(DownloadError) as e:
+        fetch(dest=tmp_path, urls=[url], sha256="AB" * 32, **FAST)
+    assert str(e.value) == (
+        f"could not download r.zip: {url} -> SHA-256 mismatch: "
+        f"expected {'ab' * 32}, got {sha(release_zip)}"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_right_sha256_is_accepted(server: Server, release_zip: bytes, tmp_path: Path) -> None:
+    url = server.route("/r.zip", Behaviour(body=release_zip))
+    r = fetch(dest=tmp_path, urls=[url], sha256=sha(release_zip).upper(), **FAST)
+    assert r.sha256 == sha(release_zip)
+
+
+def test_malformed_sha256(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"--sha256 'abc' is not a SHA-256 hex digest"):
+        fetch(dest=tmp_path, urls=["http://127.0.0.1:9/x.zip"], sha256="abc")
+
+
+def test_read_timeout_then_resume(server: Server, release_zip: bytes, tmp_path: Path) -> None:
+    slow = Behaviour(body=release_zip, stall_after=1000, stall_seconds=2.0)
+    url = server.route("/r.zip", slow, Behaviour(body=release_zip))
+    t = time.monotonic()
+    r = fetch(dest=tmp_path, urls=[url], backoff=0.001, timeout=(2.0, 0.3))
+    assert time.monotonic() - t < 2.0
+    assert ranges(server, "/r.zip") == [None, "bytes=1000-"]
+    assert r.sha256 == sha(release_zip)
+
+
+def test_read_timeout_gives_up(server: Server, release_zip: bytes, tmp_path: Path) -> None:
+    url = server.route("/r.zip", Behaviour(body=release_zip, stall_after=0, stall_seconds=1.0))
+    with pytest.raises(
+        DownloadError, match=r"r\.zip -> read timed out \(gave up after 1 retries\)"
+    ):
+        fetch(dest=tmp_path, urls=[url], retries=1, backoff=0.001, timeout=(2.0, 0.2))
+
+
+def test_connection_refused(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/r.zip"
+    with pytest.raises(DownloadError, match=r"r\.zip -> connection refused \(gave up after 0"):
+        fetch(dest=tmp_path, urls=[url], retries=0, **FAST)
+
+
+def test_ctrl_c_keeps_the_part_then_resumes(
+    server: Server, release_zip: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fetch_mod, "CHUNK", 4096)
+    url = server.route("/r.zip", Behaviour(body=release_zip))
+
+    def interrupt(done: int, total: int | None) -> None:
+        if done >= 3 * 4096:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fetch(dest=tmp_path, urls=[url], on_progress=interrupt, **FAST)
+    kept = (tmp_path / "r.zip.part").stat().st_size
+    assert 0 < kept < len(release_zip)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zip.part"]
+    r = fetch(dest=tmp_path, urls=[url], **FAST)
+    assert ranges(server, "/r.zip") == [None, f"bytes={kept}-"]
+    assert server.requests_to("/r.zip")[1].sent == len(release_zip) - kept
+    assert r.sha256 == sha(release_zip) and r.resumed_from == kept
+
+
+def test_second_run_downloads_nothing(server: Server, release_zip: bytes, tmp_path: Path) -> None:
+    url = server.route("/r.zip", Behaviour(body=release_zip))
+    first = fetch(dest=tmp_path, urls=[url], **FAST)
+    again = fetch(dest=tmp_path, urls=[url], **FAST)
+    assert len(server.records) == 1
+    assert (again.downloaded, again.unpacked) == (False, False)
+    assert again.sha256 == first.sha256 and again.checkpoint_dir == first.checkpoint_dir
+    forced = fetch(dest=tmp_path, urls=[url], force=True, **FAST)
+    assert len(server.records) == 2 and forced.downloaded and forced.unpacked
+
+
+def test_existing_zip_that_changed_is_not_trusted(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    url = server.route("/r.zip", Behaviour(body=release_zip))
+    fetch(dest=tmp_path, urls=[url], do_unpack=False, **FAST)
+    (tmp_path / "r.zip").write_bytes(release_zip[:-1] + b"!")
+    with pytest.raises(DownloadError) as e:
+        fetch(dest=tmp_path, urls=[url], **FAST)
+    now = sha(release_zip[:-1] + b"!")
+    assert str(e.value) == (
+        f"{tmp_path / 'r.zip'} exists but its SHA-256 is {now}, expected {sha(release_zip)}; "
+        "delete it (or use --force) to download again"
+    )
+    assert len(server.records) == 1
+
+
+def test_from_local_zip(release_zip: bytes, tmp_path: Path) -> None:
+    z = tmp_path / "mine.zip"
+    z.write_bytes(release_zip)
+    r = fetch(dest=tmp_path / "out", from_path=z)
+    assert r.checkpoint_dir == tmp_path / "out" / NAME and r.sha256 == sha(release_zip)
+    assert (r.downloaded, r.source) == (False, str(z))
+    with pytest.raises(DownloadError, match=rf"mine\.zip: SHA-256 mismatch: expected {'0' * 64}"):
+        fetch(dest=tmp_path / "out2", from_path=z, sha256="0" * 64)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_from_folder_is_used_in_place(full_release: Path, tmp_path: Path) -> None:
+    r = fetch(dest=tmp_path, from_path=full_release)
+    assert r.checkpoint_dir == full_release and r.zip_path is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_from_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"nothing: no such file or folder"):
+        fetch(dest=tmp_path, from_path=tmp_path / "nothing")
+
+
+def test_unknown_model(tmp_path: Path) -> None:
+    with pytest.raises(
+        InputError, match=r"unknown model 'danish' \(known: danish-bert-uncased-v2,"
+    ):
+        fetch("danish", tmp_path)
+
+
+def test_download_needs_a_url(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no URL to download from"):
+        download([], tmp_path / "x.zip")
+
+
+def test_filename_from_url() -> None:
+    assert filename_from_url("https://www.dropbox.com/s/x/danish.zip?dl=1") == "danish.zip"
+    assert filename_from_url("http://h/a%20b") == "a_b.zip"
+    assert filename_from_url("http://h/../..") == "download.zip"
+
+
+# The command line, in-process.
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    r = CliRunner().invoke(cli, list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_cli_fetch_prints_the_checkpoint_folder(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    url = server.route("/r.zip", Behaviour(body=release_zip))
+    code, out, err = run("-q", "fetch", "--url", url, "--dest", str(tmp_path))
+    assert (code, out, err) == (0, f"{tmp_path / NAME}\n", "")
+    code, out, _ = run("fetch", "--url", url, "--dest", str(tmp_path), "--json")
+    d = json.loads(out)
+    assert code == 0 and d["sha256"] == sha(release_zip) and d["downloaded"] is False
+    assert d["checkpoint_dir"] == str(tmp_path / NAME) and d["zip_path"] == str(tmp_path / "r.zip")
+
+
+def test_cli_download_error_is_one_line_exit_5(server: Server, tmp_path: Path) -> None:
+    url = server.route("/r.zip", Behaviour(body=HTML, content_type="text/html"))
+    code, out, err = run("-q", "fetch", "--url", url, "--dest", str(tmp_path))
+    assert code == 5 and out == ""
+    assert err == (
+        f"warning: {url}: an HTML page (text/html), not a zip: the link is dead or rate-limited\n"
+        f"error: could not download r.zip: {url} -> an HTML page (text/html), not a zip: "
+        "the link is dead or rate-limited\n"
+    )
+
+
+def test_cli_input_error_exit_3(tmp_path: Path) -> None:
+    code, _, err = run("fetch", "--from", str(tmp_path / "nothing"))
+    assert (code, err) == (3, f"error: {tmp_path / 'nothing'}: no such file or folder\n")
+
+
+def test_cli_models() -> None:
+    code, out, _ = run("models", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["name"] for r in rows if r["default"]] == ["danish-bert-uncased-v2"]
+    v2 = rows[0]
+    assert v2["urls"] == [
+        "https://www.dropbox.com/s/19cjaoqvv2jicq9/danish_bert_uncased_v2.zip?dl=1"
+    ]
+    code, out, _ = run("models")
+    assert code == 0 and out.splitlines()[1].startswith("* danish-bert-uncased-v2  da")
+    assert "BROKEN" in out
+
+
+def test_cli_ctrl_c_exits_130_and_resumes(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    """A real SIGINT to a real `danbert fetch` process stalled mid-transfer."""
+    url = server.route(
+        "/r.zip",
+        Behaviour(body=release_zip, stall_after=5000, stall_seconds=30),
+        Behaviour(body=release_zip),
+    )
+    cmd = [sys.executable, "-m", "danbert_convert", "fetch", "--url", url, "--dest", str(tmp_path)]
+    env = {**os.environ, "NO_PROXY": "*"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    part = tmp_path / "r.zip.part"
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size == 5000):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.decode().endswith(
+        f"warning: the partial download in {tmp_path} is kept; run the same command to resume\n"
+        "interrupted\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zip.part"]
+    code, out2, _ = run("-q", "fetch", "--url", url, "--dest", str(tmp_path))
+    assert (code, out2) == (0, f"{tmp_path / NAME}\n")
+    assert ranges(server, "/r.zip") == [None, "bytes=5000-"]
