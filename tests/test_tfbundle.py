@@ -572,20 +572,22 @@ def test_truncated_data_shard(full_release: Path, tmp_path: Path) -> None:
 # --- no TensorFlow, no torch --------------------------------------------------------------
 
 
-def test_native_reading_imports_neither_tensorflow_nor_torch(full_release: Path) -> None:
+def test_convert_imports_neither_tensorflow_nor_torch(full_release: Path, tmp_path: Path) -> None:
+    """A whole `convert` with the default (native) reader, in a fresh interpreter."""
     code = textwrap.dedent(
         f"""
         import json, sys
-        from danbert_convert.checkpoint import open_checkpoint
-        r = open_checkpoint({str(ckpt(full_release))!r})
-        total = sum(r.read(n).nbytes for n in r.variables())
-        print(json.dumps({{"total": total, "modules": sorted(sys.modules)}}))
+        from danbert_convert.convert import convert
+        result = convert({str(full_release)!r}, {str(tmp_path / "out")!r}, progress=False)
+        print(json.dumps({{"tensors": result.tensors, "modules": sorted(sys.modules)}}))
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
-    assert result["total"] > 0
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["tensors"] > 0
+    assert (tmp_path / "out" / "model.safetensors").is_file()
     top = {m.split(".")[0] for m in result["modules"]}
-    assert "tensorflow" not in top and "torch" not in top
+    assert "danbert_convert.tfbundle" in result["modules"]
+    assert not top & {"tensorflow", "torch", "transformers", "ml_dtypes"}
