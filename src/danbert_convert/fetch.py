@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -114,30 +116,62 @@ def filename_from_url(url: str) -> str:
     return name if name.lower().endswith(".zip") else name + ".zip"
 
 
+class _Hasher:
+    """SHA-256 on a second thread, so that hashing overlaps receiving and writing.
+
+    Hashing in line made downloads ~40% slower than curl; hashlib releases the GIL on large
+    updates, and the bounded queue caps what is held in memory.
+    """
+
+    def __init__(self, h: hashlib._Hash | None = None) -> None:
+        self._h = h or hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._h.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._h.hexdigest()
+
+
 class _Part:
     """The `.part` file: bytes on disk, and a running SHA-256 over exactly those bytes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.hasher = hashlib.sha256()
         self.offset = 0
+        start = hashlib.sha256()
         if path.is_file() and path.stat().st_size > 0:
             with open(path, "rb") as f:
                 head = f.read(4)
             if head in _ZIP_MAGIC:
                 # Hashed from disk once; from here on the hash follows the appended bytes.
-                self.hasher = hash_file_into(self.hasher, path)
+                start = hash_file_into(start, path)
                 self.offset = path.stat().st_size
                 log.info(f"resuming {path.name} at {self.offset} bytes")
             else:
                 log.warning(f"{path}: not the start of a zip; starting over")
                 path.unlink()
+        self.hasher = _Hasher(start)
         self.resumed_from = self.offset
         self.received = 0
 
     def reset(self) -> None:
         self.path.unlink(missing_ok=True)
-        self.hasher = hashlib.sha256()
+        self.hasher.close()
+        self.hasher = _Hasher()
         self.offset = self.resumed_from = 0
 
     def append(self, f: IO[bytes], chunk: bytes) -> None:
@@ -378,6 +412,7 @@ def download(
                     url, path, digest, size, part.resumed_from, part.received, tried
                 )
     finally:
+        part.hasher.close()
         if own_session:
             session.close()
     summary = "; ".join(f"{u} -> {e}" for u, e in tried)
