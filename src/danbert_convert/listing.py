@@ -1,0 +1,172 @@
+"""`danbert inspect`: what a checkpoint holds and what convert would make of it.
+
+Reads only the `.index` file (and bert_config.json if there is one), so a checkpoint can be
+looked at before its 1.3 GB of data is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from danbert_convert.checkpoint import find_checkpoint, normalize_prefix
+from danbert_convert.errors import InputError
+from danbert_convert.mapping import match, plan, skip_reason
+from danbert_convert.tfbundle import BundleReader
+
+WEIGHTS, OPTIMIZER, OTHER = "weights", "optimizer_state", "other_skipped"
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    shape: list[int]
+    dtype: str  # as stored, spelled as numpy does ("bfloat16" and "string" have no numpy type)
+    bytes: int  # as stored in the data file
+    maps_to: str | None
+    skip_reason: str | None
+    kind: str  # WEIGHTS, OPTIMIZER (optimizer slots and other training state) or OTHER
+
+
+@dataclass(frozen=True)
+class Listing:
+    checkpoint: str  # the .index file
+    config: str | None
+    architecture: str | None  # the transformers class convert would write, if known
+    problem: str | None  # why convert would refuse this checkpoint, if it would
+    variables: list[Variable]
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        out = {k: {"count": 0, "bytes": 0} for k in (WEIGHTS, OPTIMIZER, OTHER, "all")}
+        for v in self.variables:
+            for key in (v.kind, "all"):
+                out[key]["count"] += 1
+                out[key]["bytes"] += v.bytes
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "checkpoint": self.checkpoint,
+            "config": self.config,
+            "architecture": self.architecture,
+            "problem": self.problem,
+            "variables": [
+                {k: v for k, v in asdict(var).items() if k != "kind"} for var in self.variables
+            ],
+            "totals": self.totals(),
+        }
+
+
+def _locate(src: Path, config: Path | None) -> tuple[Path, Path | None]:
+    """The checkpoint prefix and, if one is found, the bert_config.json beside it."""
+    if src.is_dir():
+        prefix = find_checkpoint(src)
+        folder = src
+    else:
+        prefix = normalize_prefix(src)
+        folder = prefix.parent
+    if config is None and (folder / "bert_config.json").is_file():
+        config = folder / "bert_config.json"
+    return prefix, config
+
+
+def inspect_checkpoint(src: Path, *, config: Path | None = None) -> Listing:
+    """List the variables of the checkpoint in folder (or at prefix) `src`.
+
+    With a bert_config.json, names map exactly as `convert` would map them (its plan); without
+    one, or when convert would refuse the checkpoint, by the name table alone.
+    """
+    prefix, config = _locate(Path(src), config)
+    with BundleReader(prefix) as reader:
+        infos = reader.variables()
+        stored = {name: (reader.stored_dtype(name), reader.entry(name).size) for name in infos}
+    maps: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    architecture = problem = None
+    cfg = None
+    if config is not None:
+        try:
+            cfg = json.loads(Path(config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            problem = f"{config}: cannot read: {e}"
+    if cfg is not None:
+        try:
+            p = plan(
+                infos,
+                cfg,
+                config_name=str(config),
+                checkpoint_name=f"{prefix}.index",
+                ignore_unknown=True,
+            )
+        except InputError as e:
+            problem = str(e)
+        else:
+            architecture = p.architecture.name
+            maps = {t.tf: t.hf for t in p.tensors}
+            skipped = dict(p.skipped)
+            if p.unknown:
+                problem = (
+                    f"{prefix}.index: {len(p.unknown)} unrecognised variable(s), "
+                    f"e.g. {p.unknown[0]}; convert needs --ignore-unknown"
+                )
+    if not maps:  # no config, or no plan: the name table alone
+        for name in infos:
+            m = match(name)
+            if m:
+                rule, layer = m
+                maps[name] = rule.hf.replace("{i}", str(layer)) if layer is not None else rule.hf
+            else:
+                skipped[name] = skip_reason(name) or "unrecognised"
+    variables = []
+    for name, info in infos.items():
+        dtype, size = stored[name]
+        target, reason = maps.get(name), skipped.get(name)
+        kind = WEIGHTS if target else OPTIMIZER if skip_reason(name) else OTHER
+        variables.append(Variable(name, list(info.shape), dtype, size, target, reason, kind))
+    return Listing(
+        f"{prefix}.index", str(config) if config else None, architecture, problem, variables
+    )
+
+
+def _mb(n: int) -> str:
+    """Bytes in decimal units, as file sizes are usually shown."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def format_listing(listing: Listing) -> str:
+    """A plain-text table, one variable per line, then totals."""
+    rows = [
+        (
+            v.name,
+            "[" + ", ".join(map(str, v.shape)) + "]",
+            v.dtype,
+            _mb(v.bytes),
+            f"-> {v.maps_to}" if v.maps_to else f"skipped: {v.skip_reason}",
+        )
+        for v in listing.variables
+    ]
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
+    lines = [
+        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
+        f"{r[3]:>{widths[3]}}  {r[4]}"
+        for r in rows
+    ]
+    t = listing.totals()
+    arch = f" for {listing.architecture}" if listing.architecture else ""
+    lines += [
+        "",
+        f"{listing.checkpoint}: {t['all']['count']} variables, {_mb(t['all']['bytes'])}",
+        f"  weights{arch}: {t[WEIGHTS]['count']} variables, {_mb(t[WEIGHTS]['bytes'])}",
+        f"  optimizer state: {t[OPTIMIZER]['count']} variables, {_mb(t[OPTIMIZER]['bytes'])}",
+    ]
+    if t[OTHER]["count"]:
+        lines.append(f"  other skipped: {t[OTHER]['count']} variables, {_mb(t[OTHER]['bytes'])}")
+    if listing.config is None:
+        lines.append("  (no bert_config.json: names mapped by the name table alone)")
+    if listing.problem:
+        lines.append(f"  convert would refuse this: {listing.problem}")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""`danbert inspect`: variables, what each becomes, totals; from the .index alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from danbert_convert.checkpoint import TensorFlowReader
+from danbert_convert.cli import cli
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["inspect", *args])
+    return result.exit_code, result.output
+
+
+def index_only(release: Path, dst: Path, config: bool = True) -> Path:
+    """A folder with the checkpoint's .index (and bert_config.json): no data file."""
+    dst.mkdir()
+    shutil.copy(release / "bert_model.ckpt.index", dst)
+    if config:
+        shutil.copy(release / "bert_config.json", dst)
+    return dst
+
+
+def test_json_lists_every_variable_with_its_fate(full_release: Path, tmp_path: Path) -> None:
+    code, out = run(str(index_only(full_release, tmp_path / "r")), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    tf_vars = TensorFlowReader(full_release / "bert_model.ckpt").variables()
+    by_name = {v["name"]: v for v in doc["variables"]}
+    assert list(by_name) == list(tf_vars)
+    for name, v in by_name.items():
+        info = tf_vars[name]
+        assert v["shape"] == list(info.shape) and v["dtype"] == info.dtype.name
+        assert v["bytes"] == info.nbytes
+        assert (v["maps_to"] is None) != (v["skip_reason"] is None), name
+    assert by_name["bert/embeddings/word_embeddings"]["maps_to"] == (
+        "bert.embeddings.word_embeddings.weight"
+    )
+    assert by_name["bert/encoder/layer_1/output/dense/kernel"]["maps_to"] == (
+        "bert.encoder.layer.1.output.dense.weight"
+    )
+    assert by_name["bert/encoder/layer_1/output/dense/kernel/adam_m"]["skip_reason"] == (
+        "Adam optimizer slot"
+    )
+    assert by_name["global_step"] == {
+        "name": "global_step",
+        "shape": [],
+        "dtype": "int64",
+        "bytes": 8,
+        "maps_to": None,
+        "skip_reason": "training step counter",
+    }
+    totals = doc["totals"]
+    # TensorFlow writes tensors back to back: together they are the whole data file.
+    data_size = (full_release / "bert_model.ckpt.data-00000-of-00001").stat().st_size
+    assert totals["all"] == {"count": len(tf_vars), "bytes": data_size}
+    weights = [v for v in doc["variables"] if v["maps_to"]]
+    assert totals["weights"] == {"count": len(weights), "bytes": sum(v["bytes"] for v in weights)}
+    assert totals["optimizer_state"]["count"] == 2 * len(weights) + 1
+    assert totals["other_skipped"]["count"] == 0
+    assert doc["architecture"] == "BertForPreTraining" and doc["problem"] is None
+
+
+def test_text_table_and_totals(full_release: Path) -> None:
+    code, out = run(str(full_release / "bert_model.ckpt.index"))
+    assert code == 0, out
+    lines = out.splitlines()
+    row = next(line for line in lines if line.startswith("bert/pooler/dense/kernel "))
+    assert row.split() == [
+        "bert/pooler/dense/kernel",
+        "[16,",
+        "16]",
+        "float32",
+        "1.0",
+        "kB",
+        "->",
+        "bert.pooler.dense.weight",
+    ]
+    assert "  weights for BertForPreTraining: 46 variables, 25.3 kB" in lines
+    assert any(line.startswith("  optimizer state: 93 variables,") for line in lines)
+
+
+def test_without_config_maps_by_the_name_table(full_release: Path, tmp_path: Path) -> None:
+    code, out = run(str(index_only(full_release, tmp_path / "r", config=False)), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["config"] is None and doc["architecture"] is None
+    by_name = {v["name"]: v for v in doc["variables"]}
+    assert by_name["bert/pooler/dense/bias"]["maps_to"] == "bert.pooler.dense.bias"
+    assert by_name["global_step"]["skip_reason"] == "training step counter"
+
+
+def test_reports_why_convert_would_refuse(release, tmp_path: Path) -> None:
+    folder = release("with_unknown", extra={"mystery/thing": np.ones(3, np.float32)})
+    code, out = run(str(index_only(folder, tmp_path / "r")), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert "mystery/thing" in doc["problem"] and "--ignore-unknown" in doc["problem"]
+    mystery = next(v for v in doc["variables"] if v["name"] == "mystery/thing")
+    assert mystery["maps_to"] is None and "unrecognised" in mystery["skip_reason"]
+    assert doc["totals"]["other_skipped"] == {"count": 1, "bytes": 12}
+
+    config = json.loads((folder / "bert_config.json").read_text())
+    (tmp_path / "bad.json").write_text(json.dumps({**config, "hidden_size": 32}))
+    code, out = run(str(folder), "--config", str(tmp_path / "bad.json"))
+    assert code == 0, out
+    assert "convert would refuse this: hidden_size 32 in" in out
+    assert "-> bert.pooler.dense.weight" in out  # still mapped, by the name table
+
+
+@pytest.mark.parametrize("what", ["missing", "not_a_checkpoint"])
+def test_errors_are_one_line(tmp_path: Path, what: str) -> None:
+    target = tmp_path / "nothing"
+    if what == "not_a_checkpoint":
+        target.mkdir()
+        (target / "model.ckpt.index").write_bytes(b"this is not a table" * 10)
+    code, out = run(str(target))
+    assert code == 3
+    assert out.startswith("error: ") and out.count("\n") == 1
+    assert "bad magic" in out if what == "not_a_checkpoint" else "not found" in out
