@@ -282,6 +282,9 @@ def main() -> None:
         if "error" in r:
             print(f"{label:26} failed: {r['error']}")
             continue
+        if r.get("bytes", weight_bytes) != weight_bytes:
+            print(f"{label:26} read {r['bytes']} bytes, not {weight_bytes}")
+            continue
         inner = f"{r['inner']:.2f}" if "inner" in r else "-"
         ratio = f"{r['wall'] / floor:.2f}" if floor else "-"
         rss_ratio = f"{r['rss'] / weight_bytes:.2f}" if weight_bytes else "-"
