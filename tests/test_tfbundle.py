@@ -189,8 +189,8 @@ def test_open_checkpoint_auto_and_native_are_the_native_reader(full_release: Pat
 
 
 def test_tf_index_uses_shared_key_prefixes_and_restarts(full_release: Path) -> None:
-    """TF's own layout: one block (its block size is 256 KiB), keys delta-encoded, restart
-    points every 16 entries. Other layouts are made by test_other_table_layouts_*."""
+    """TF's own layout: one data block (a BERT-base index, 23 kB, is one block too), keys
+    delta-encoded, restart points every 16 entries. Other layouts: test_other_table_layouts_*."""
     index = Path(f"{ckpt(full_release)}.index").read_bytes()
     [(off, size, _)] = raw_blocks(index)
     block = index[off : off + size]
