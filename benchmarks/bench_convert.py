@@ -193,7 +193,8 @@ def run_child(argv: list[str]) -> dict:
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{argv} failed ({proc.returncode}):\n{stderr.decode()[-3000:]}")
-    result = {"wall": wall, "rss": usage.ru_maxrss * 1024}  # ru_maxrss is in KiB on Linux
+    result = {"wall": wall, "rss": usage.ru_maxrss * 1024, "stdout": stdout.decode()}
+    # (ru_maxrss is in KiB on Linux)
     lines = stdout.decode().strip().splitlines()
     if lines and lines[-1].startswith("{"):
         result.update(json.loads(lines[-1]))
