@@ -29,5 +29,11 @@ test: install lint
 run: install
 	$(BIN)/danbert all
 
+# Benchmarks print figures; the first run generates a 1.3 GB checkpoint under benchmarks/.cache.
+bench: install
+	$(BIN)/python benchmarks/bench_convert.py
+	$(BIN)/python benchmarks/bench_verify.py
+	$(BIN)/python benchmarks/bench_fetch.py
+
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
