@@ -6,8 +6,9 @@ import json
 import logging
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -18,6 +19,7 @@ from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError, VerifyError
 from danbert_convert.fetch import RETRIES, TIMEOUT
 
 log = logging.getLogger("danbert_convert")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Group(click.Group):
@@ -67,6 +69,64 @@ def progress_enabled(ctx: click.Context) -> bool | None:
     return False if ctx.find_root().obj.get("quiet") else None
 
 
+def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Apply several click options as one decorator, in reading order."""
+
+    def apply(f: F) -> F:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+# Where a release comes from: shared by fetch and all.
+source_options = _options(
+    click.option(
+        "--url",
+        "urls",
+        multiple=True,
+        help="Download from URL instead of the registry (repeat: tried in order).",
+    ),
+    click.option("--sha256", help="Expected SHA-256 of the zip (none are published upstream)."),
+    click.option(
+        "--from",
+        "from_path",
+        type=click.Path(path_type=Path),
+        help="A local zip (unpacked into --dest) or unpacked folder (used where it is).",
+    ),
+    click.option(
+        "--retries",
+        type=click.IntRange(0),
+        default=RETRIES,
+        show_default=True,
+        help="Retries per source after failures that made no progress.",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=TIMEOUT[1],
+        show_default=True,
+        help="Seconds to wait for data before retrying (connecting: 10 s).",
+    ),
+)
+reader_option = click.option(
+    "--reader", type=click.Choice(READERS), default="auto", show_default=True,
+    help="Checkpoint reader (auto: the built-in one).",
+)  # fmt: skip
+hidden_act_option = click.option(
+    "--hidden-act", type=click.Choice(HIDDEN_ACTS),
+    help="Activation written to config.json (default: bert_config.json's).",
+)  # fmt: skip
+expect_option = click.option(
+    "--expect", metavar="TOKEN", help="Fail unless TOKEN is in the first fill-mask top 5."
+)
+
+
+def _timeouts(read: float) -> tuple[float, float]:
+    return (min(TIMEOUT[0], read), read)
+
+
 @cli.command()
 @click.argument("src", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
@@ -95,18 +155,8 @@ def progress_enabled(ctx: click.Context) -> bool | None:
     default=None,
     help="Tokenizer accent stripping (default: off when the vocab has accented letters).",
 )
-@click.option(
-    "--hidden-act",
-    type=click.Choice(HIDDEN_ACTS),
-    help="Activation written to config.json (default: bert_config.json's).",
-)
-@click.option(
-    "--reader",
-    type=click.Choice(READERS),
-    default="auto",
-    show_default=True,
-    help="Checkpoint reader.",
-)
+@hidden_act_option
+@reader_option
 @click.option(
     "--ignore-unknown",
     is_flag=True,
@@ -155,34 +205,8 @@ def models_cmd(as_json: bool) -> None:
     show_default=True,
     help="Folder for the zip and the unpacked release.",
 )
-@click.option(
-    "--url",
-    "urls",
-    multiple=True,
-    help="Download from URL instead of the registry (repeat: tried in order).",
-)
-@click.option("--sha256", help="Expected SHA-256 of the zip (none are published upstream).")
-@click.option(
-    "--from",
-    "from_path",
-    type=click.Path(path_type=Path),
-    help="A local zip (unpacked into --dest) or unpacked folder (used where it is).",
-)
+@source_options
 @click.option("--no-unpack", is_flag=True, help="Only download and verify the zip.")
-@click.option(
-    "--retries",
-    type=click.IntRange(0),
-    default=RETRIES,
-    show_default=True,
-    help="Retries per source after failures that made no progress.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=TIMEOUT[1],
-    show_default=True,
-    help="Seconds to wait for data before retrying (connecting: 10 s).",
-)
 @click.option("-f", "--force", is_flag=True, help="Download and unpack again even if present.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -217,7 +241,7 @@ def fetch_cmd(
             do_unpack=not no_unpack,
             progress=progress_enabled(ctx),
             retries=retries,
-            timeout=(min(TIMEOUT[0], timeout), timeout),
+            timeout=_timeouts(timeout),
         )
     except KeyboardInterrupt:
         log.warning(f"the partial download in {dest} is kept; run the same command to resume")
@@ -235,10 +259,8 @@ def fetch_cmd(
     type=click.Path(path_type=Path),
     help="The source release folder (default: the one recorded in the manifest, if present).",
 )
-@click.option("--reader", type=click.Choice(READERS), default="auto", show_default=True)
-@click.option(
-    "--expect", metavar="TOKEN", help="Fail unless TOKEN is in the first fill-mask top 5."
-)
+@reader_option
+@expect_option
 @click.option(
     "--sentence",
     "sentences",
@@ -278,24 +300,23 @@ def verify_cmd(
     type=click.Path(file_okay=False, path_type=Path),
     help="Model folder to write (default: ./MODEL, or ./danbert-model with --url/--from).",
 )
-@click.option("--url", "urls", multiple=True, help="Download from URL (repeatable).")
-@click.option("--sha256", help="Expected SHA-256 of the zip.")
-@click.option("--from", "from_path", type=click.Path(path_type=Path), help="A local zip or folder.")
-@click.option("--reader", type=click.Choice(READERS), default="auto", show_default=True)
-@click.option("--hidden-act", type=click.Choice(HIDDEN_ACTS), help="Activation for config.json.")
-@click.option(
-    "--expect", metavar="TOKEN", help="Fail unless TOKEN is in the first fill-mask top 5."
-)
+@source_options
+@reader_option
+@hidden_act_option
+@expect_option
 @click.option("-f", "--force", is_flag=True, help="Redo every stage.")
 @click.pass_context
-def all_cmd(ctx: click.Context, model: str | None, **options: Any) -> None:
+def all_cmd(
+    ctx: click.Context, model: str | None, retries: int, timeout: float, **options: Any
+) -> None:
     """Fetch, convert and verify MODEL (default: the Danish v2 release) in one go.
 
     A stage whose result is already present and valid is not redone.
     """
     from danbert_convert.workflow import run_all
 
-    result = run_all(model, progress=progress_enabled(ctx), **options)
+    fetch_options = {"retries": retries, "timeout": _timeouts(timeout)}
+    result = run_all(model, progress=progress_enabled(ctx), fetch_options=fetch_options, **options)
     for s in result.stages:
         click.echo(f"{s.stage:<8} {'skipped' if s.skipped else f'{s.seconds:.1f} s'}")
     click.echo(f"\n{result.architecture} ready in {result.out.resolve()}\n")
