@@ -15,7 +15,7 @@ import click
 from danbert_convert import __version__
 from danbert_convert.checkpoint import READERS
 from danbert_convert.convert import HIDDEN_ACTS
-from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError, VerifyError
+from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError
 from danbert_convert.fetch import RETRIES, TIMEOUT
 
 log = logging.getLogger("danbert_convert")
@@ -281,9 +281,7 @@ def verify_cmd(
 
     report = verify(out, against=against, reader=reader, expect=expect, sentences=sentences or None)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
-    if not report.ok:
-        failed = ", ".join(c.name for c in report.checks if c.status == "fail")
-        raise VerifyError(f"{out}: failed checks: {failed}")
+    report.raise_if_failed()
 
 
 @cli.command("all")

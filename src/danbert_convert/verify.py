@@ -19,7 +19,7 @@ import numpy as np
 from danbert_convert._fs import sha256_file
 from danbert_convert.checkpoint import open_checkpoint
 from danbert_convert.convert import MANIFEST_NAME
-from danbert_convert.errors import InputError
+from danbert_convert.errors import InputError, VerifyError
 from danbert_convert.reference import ACTIVATIONS, forward
 from danbert_convert.source import Source, discover
 from danbert_convert.writer import BIN_NAME, WEIGHTS_NAME
@@ -52,6 +52,12 @@ class Report:
     @property
     def ok(self) -> bool:
         return all(c.status != FAIL for c in self.checks)
+
+    def raise_if_failed(self) -> None:
+        """VerifyError naming the failed checks, if any failed."""
+        failed = [c.name for c in self.checks if c.status == FAIL]
+        if failed:
+            raise VerifyError(f"{self.model}: failed checks: {', '.join(failed)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from danbert_convert._fs import write_json
 from danbert_convert.convert import MANIFEST_NAME, convert
-from danbert_convert.errors import DanbertError, VerifyError
+from danbert_convert.errors import DanbertError
 from danbert_convert.fetch import fetch
 from danbert_convert.models import DEFAULT_MODEL
 from danbert_convert.verify import Report, read_manifest, verify
@@ -159,8 +159,7 @@ def run_all(
         result.report = data
         if not report.ok:
             log.info("%s", report.table())
-            failed = ", ".join(c.name for c in report.checks if c.status == "fail")
-            raise VerifyError(f"{out}: failed checks: {failed}")
+        report.raise_if_failed()
         return report
 
     log.info("%s", _stage("verify", result, False, run_verify).table())
