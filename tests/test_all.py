@@ -12,7 +12,7 @@ from httpserver import Behaviour, Server
 from zips import zip_folder
 
 from danbert_convert.cli import cli
-from danbert_convert.errors import InputError
+from danbert_convert.errors import InputError, OutputExistsError
 from danbert_convert.workflow import run_all
 
 
@@ -93,3 +93,26 @@ def test_verify_failure_names_stage(release_zip, tmp_path):
         run_all(from_path=release_zip, dest=tmp_path / "w", out=out, expect="zzz")
     assert (out / "model.safetensors").is_file()  # the conversion stays for the next run
     shutil.rmtree(out)
+
+
+def test_damaged_weights_are_converted_again(release_zip, tmp_path):
+    out, work = tmp_path / "model", tmp_path / "w"
+    run_all(from_path=release_zip, dest=work, out=out)
+    whole = (out / "model.safetensors").read_bytes()
+    (out / "model.safetensors").write_bytes(whole[: len(whole) // 2])  # same name, half the bytes
+    result = run_all(from_path=release_zip, dest=work, out=out)
+    assert {s.stage: s.skipped for s in result.stages} == {
+        "fetch": True, "convert": False, "verify": False,
+    }  # fmt: skip
+    assert (out / "model.safetensors").read_bytes() == whole
+
+
+def test_unrelated_output_folder_is_not_replaced(release_zip, tmp_path):
+    out = tmp_path / "documents"
+    out.mkdir()
+    (out / "thesis.txt").write_text("years of work")
+    with pytest.raises(OutputExistsError, match=r"^convert stage: .*documents exists and is not"):
+        run_all(from_path=release_zip, dest=tmp_path / "w", out=out)
+    assert [p.name for p in out.iterdir()] == ["thesis.txt"]
+    run_all(from_path=release_zip, dest=tmp_path / "w", out=out, force=True)
+    assert (out / "model.safetensors").is_file() and not (out / "thesis.txt").exists()

@@ -440,3 +440,139 @@ def test_cli_interrupt_exits_130(full_release, tmp_path, monkeypatch):
     r = CliRunner().invoke(cli, ["convert", str(full_release), str(tmp_path / "out")])
     assert r.exit_code == 130 and "interrupted" in r.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_native_and_tensorflow_readers_write_identical_weights(converted, full_release, tmp_path):
+    convert(full_release, tmp_path / "out")  # reader "auto": the native one
+    m = json.loads((tmp_path / "out" / "danbert-manifest.json").read_text())
+    assert m["source"]["reader"] == "BundleReader" and "tensorflow" not in m["versions"]
+    tf_manifest = json.loads((converted / "danbert-manifest.json").read_text())
+    assert "tensorflow" in tf_manifest["versions"]
+    assert sha256_file(tmp_path / "out" / "model.safetensors") == sha256_file(
+        converted / "model.safetensors"
+    )
+
+
+@pytest.mark.parametrize("where", ["src", "parent", "checkpoint-override"])
+def test_output_holding_the_source_is_refused_even_with_force(full_release, tmp_path, where):
+    src = tmp_path / "work" / "src"
+    shutil.copytree(full_release, src)
+    before = sorted(p.name for p in src.iterdir())
+    if where == "src":
+        args: tuple = (src, src)
+        kwargs: dict = {}
+    elif where == "parent":
+        args, kwargs = (src, tmp_path / "work"), {}
+    else:  # the checkpoint, given by --checkpoint, sits inside OUT
+        args, kwargs = (full_release, tmp_path / "work"), {"checkpoint": src / "bert_model.ckpt"}
+    with pytest.raises(OutputExistsError, match="the conversion reads; choose another"):
+        convert(*args, force=True, **kwargs)
+    assert sorted(p.name for p in src.iterdir()) == before
+    r = CliRunner().invoke(cli, ["convert", str(src), str(src), "--force"])
+    assert r.exit_code == 4 and "which the conversion reads" in r.output
+    assert sorted(p.name for p in src.iterdir()) == before
+
+
+def test_output_inside_the_source_is_fine(full_release, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(full_release, src)
+    convert(src, src / "hf")
+    assert (src / "hf" / "model.safetensors").is_file()
+
+
+def test_two_variables_for_one_output_refused(tmp_path):
+    from tfckpt import write_release
+
+    v = bert_variables(TINY_CONFIG)
+    v["bert/encoder/layer_01/output/dense/bias"] = v["bert/encoder/layer_1/output/dense/bias"]
+    src = write_release(tmp_path / "src", variables=v)
+    with pytest.raises(
+        InputError,
+        match=r"bert/encoder/layer_01/output/dense/bias and bert/encoder/layer_1/output/dense/bias "
+        r"both map to bert.encoder.layer.1.output.dense.bias",
+    ):
+        convert(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("num_attention_heads", 0), ("hidden_size", -16), ("vocab_size", 0)]
+)
+def test_config_sizes_must_be_positive(full_release, tmp_path, key, value):
+    cfg = json.loads((full_release / "bert_config.json").read_text())
+    (tmp_path / "bert_config.json").write_text(json.dumps({**cfg, key: value}))
+    with pytest.raises(InputError, match=rf"bert_config.json: {key} is {value}; it must be a pos"):
+        convert(full_release, tmp_path / "out", config=tmp_path / "bert_config.json")
+
+
+def test_stale_state_file_falls_back(full_release, tmp_path, caplog):
+    src = tmp_path / "src"
+    shutil.copytree(full_release, src)
+    (src / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-999"\n')
+    with caplog.at_level("WARNING"):
+        convert(src, tmp_path / "out")
+    assert "names model.ckpt-999, which is not here" in caplog.text
+    m = json.loads((tmp_path / "out" / "danbert-manifest.json").read_text())
+    assert m["source"]["checkpoint"].endswith("bert_model.ckpt")
+    # Nothing to fall back to: the error says what the state file named.
+    for suffix in ("index", "data-00000-of-00001"):
+        shutil.move(src / f"bert_model.ckpt.{suffix}", src / f"a.ckpt.{suffix}")
+        shutil.copy(src / f"a.ckpt.{suffix}", src / f"b.ckpt.{suffix}")
+    with pytest.raises(InputError, match=r"several checkpoints \(a.ckpt, b.ckpt\); .*names "
+                       r"model.ckpt-999, which is not here"):  # fmt: skip
+        convert(src, tmp_path / "out2")
+
+
+def test_state_file_with_a_windows_path(full_release, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(full_release, src)
+    for suffix in ("index", "data-00000-of-00001"):
+        shutil.move(src / f"bert_model.ckpt.{suffix}", src / f"model.ckpt-200.{suffix}")
+    shutil.copy(src / "model.ckpt-200.index", src / "other.index")
+    # As TF writes it on Windows: a text-format string with its backslashes escaped.
+    (src / "checkpoint").write_text('model_checkpoint_path: "C:\\\\run\\\\model.ckpt-200"\n')
+    convert(src, tmp_path / "out")
+    m = json.loads((tmp_path / "out" / "danbert-manifest.json").read_text())
+    assert m["source"]["checkpoint"].endswith("model.ckpt-200")
+
+
+def test_failed_swap_restores_the_replaced_folder(full_release, tmp_path, monkeypatch):
+    import danbert_convert._fs as fs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    real = fs.os.replace
+    calls = []
+
+    def failing_second(a, b):
+        calls.append((a, b))
+        if len(calls) == 2:  # the new folder into place, after the old one moved aside
+            raise KeyboardInterrupt
+        return real(a, b)
+
+    monkeypatch.setattr(fs.os, "replace", failing_second)
+    with pytest.raises(KeyboardInterrupt):
+        convert(full_release, out, force=True)
+    assert len(calls) == 3  # aside, (failed) into place, restored
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_head_shape_errors_name_their_source(tmp_path):
+    from tfckpt import write_release
+
+    v = bert_variables(TINY_CONFIG, heads=("classifier",), num_labels=3)
+    v["output_weights"] = np.zeros((4, TINY_CONFIG["hidden_size"]), np.float32)
+    src = write_release(tmp_path / "cls", variables=v)
+    with pytest.raises(InputError, match=r"^num_labels 3 from output_bias vs 4 rows in "
+                       r"output_weights \(shape \[4, 16\]\)$"):  # fmt: skip
+        convert(src, tmp_path / "out")
+    v = bert_variables(TINY_CONFIG)
+    v["cls/seq_relationship/output_bias"] = np.zeros(3, np.float32)
+    src = write_release(tmp_path / "nsp", variables=v)
+    want = (
+        r"nsp/bert_model.ckpt.index: 3 entries in cls/seq_relationship/output_bias \(shape \[3\]\)"
+    )
+    with pytest.raises(InputError, match=want + "; a BERT has 2 there$"):
+        convert(src, tmp_path / "out")

@@ -186,3 +186,65 @@ def test_cli_verify(good, copy):
     assert r.exit_code == 6
     assert "parity     FAIL" in r.output
     assert r.output.strip().splitlines()[-1] == f"error: {copy}: failed checks: parity"
+
+
+@pytest.mark.parametrize(
+    ("heads", "arch", "outputs"),
+    [
+        (("mlm",), "BertForMaskedLM", {"sequence", "mlm"}),
+        (("squad",), "BertForQuestionAnswering", {"sequence", "squad"}),
+        (("classifier",), "BertForSequenceClassification", {"sequence", "pooled", "classifier"}),
+        ((), "BertModel", {"sequence", "pooled"}),
+    ],
+)
+def test_every_architecture_verifies(release, tmp_path, heads, arch, outputs):
+    out = tmp_path / "m"
+    convert(release("-".join(heads) or "bare", heads=heads), out)
+    report = verify(out)
+    assert report.ok, report.table()
+    weights, parity = _check(report, "weights"), _check(report, "parity")
+    assert weights.figure and arch in weights.detail
+    if arch in ("BertForMaskedLM", "BertForQuestionAnswering"):
+        # AutoModel gives these a pooler of its own; the report says so instead of failing.
+        assert "AutoModel adds an untrained pooler" in weights.detail
+    compared = {part.split()[0] for part in parity.detail.split(": ", 1)[1].split(", ")}
+    assert compared == outputs
+    assert _check(report, "fill-mask").status == ("info" if "mlm" in heads else "skip")
+
+
+def test_missing_data_shard_fails_parity_not_verify(good, tmp_path, full_release):
+    src = tmp_path / "src"
+    shutil.copytree(full_release, src)
+    (src / "bert_model.ckpt.data-00000-of-00001").unlink()
+    report = verify(good, against=src)
+    parity = _check(report, "parity")
+    assert parity.status == "fail" and "bert_model.ckpt.data-00000-of-00001" in parity.detail
+    assert _statuses(report)["fill-mask"] == "info"  # the other checks still ran
+
+
+def test_sentence_without_mask_is_a_failed_check(good):
+    report = verify(good, sentences=("Ingen maske her.",))
+    smoke = _check(report, "fill-mask")
+    assert smoke.status == "fail" and smoke.detail == "sentence 'Ingen maske her.' has no [MASK]"
+
+
+def test_corrupt_weights_file_is_a_failed_check(copy):
+    (copy / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    _drop_manifest(copy)
+    report = verify(copy)
+    weights = _check(report, "weights")
+    assert weights.status == "fail" and weights.detail.startswith("model.safetensors: ")
+    assert _statuses(report)["parity"] == "skip"
+
+
+def test_missing_special_tokens_map(copy):
+    (copy / "special_tokens_map.json").unlink()
+    files = _check(verify(copy), "files")
+    assert files.status == "fail" and files.detail == "missing: special_tokens_map.json"
+
+
+def test_convert_and_reference_know_the_same_activations():
+    from danbert_convert.convert import HIDDEN_ACTS
+    from danbert_convert.reference import ACTIVATIONS
+
+    assert set(HIDDEN_ACTS) == set(ACTIVATIONS)

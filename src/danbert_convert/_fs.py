@@ -49,6 +49,18 @@ def check_writable_target(target: Path, force: bool) -> None:
         raise OutputExistsError(f"{target} exists and is not empty (use --force to replace it)")
 
 
+def check_not_inside(target: Path, inputs: list[Path]) -> None:
+    """Refuse a target that is, or contains, one of the inputs: replacing it would delete them."""
+    root = Path(target).resolve()
+    for path in inputs:
+        p = Path(path).resolve()
+        if p == root or root in p.parents:
+            raise OutputExistsError(
+                f"{target}: the output folder would replace {path}, which the conversion reads; "
+                "choose another output folder"
+            )
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `target`; on success it replaces `target` by rename.
@@ -72,6 +84,7 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
         except BaseException:
             if old is not None:
                 os.replace(old / target.name, target)
+                old.rmdir()
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -7,6 +7,7 @@ when used.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
-from danbert_convert.errors import InputError
+from danbert_convert.errors import InputError, one_line
+
+log = logging.getLogger(__name__)
 
 READERS = ("auto", "native", "tensorflow")
 
@@ -58,30 +61,40 @@ def find_checkpoint(src: Path) -> Path:
     Order: the `checkpoint` state file, then `bert_model.ckpt`, then a single `*.index`.
     """
     state = src / "checkpoint"
+    stale = ""
     if state.is_file():
-        m = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', state.read_text(), re.M)
-        if not m:
-            raise InputError(f"{state}: no model_checkpoint_path line")
-        prefix = Path(m.group(1))
-        prefix = prefix if prefix.is_absolute() else src / prefix
-        if not Path(f"{prefix}.index").is_file():
-            # The state file often holds the absolute path of the training machine.
-            local = src / prefix.name
-            if Path(f"{local}.index").is_file():
-                return local
-            raise InputError(f"{state} names {prefix}, but {prefix}.index does not exist")
-        return prefix
+        named = _state_file_prefix(src, state)
+        if isinstance(named, Path):
+            return named
+        stale = f"; {state} names {named}, which is not here"
+        log.warning("%s names %s, which is not here; looking for another checkpoint", state, named)
     if (src / "bert_model.ckpt.index").is_file():
         return src / "bert_model.ckpt"
     candidates = sorted(src.glob("*.index"))
     if len(candidates) == 1:
         return candidates[0].with_suffix("")
     if not candidates:
-        raise InputError(f"{src}: no checkpoint (*.index) found")
+        raise InputError(f"{src}: no checkpoint (*.index) found{stale}")
     names = ", ".join(c.with_suffix("").name for c in candidates)
-    raise InputError(
-        f"{src}: several checkpoints ({names}) and no `checkpoint` file; choose with --checkpoint"
-    )
+    raise InputError(f"{src}: several checkpoints ({names}){stale or ' and no `checkpoint` file'}; "
+                     "choose with --checkpoint")  # fmt: skip
+
+
+def _state_file_prefix(src: Path, state: Path) -> Path | str:
+    """The prefix the state file names, if it exists here; else the name as written."""
+    text = state.read_text(encoding="utf-8", errors="replace")
+    m = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
+    if not m:
+        raise InputError(f"{state}: no model_checkpoint_path line")
+    # A text-format string: backslashes are escaped, as in a Windows path C:\\run\\model.ckpt.
+    written = re.sub(r"\\(.)", r"\1", m.group(1))
+    prefix = Path(written)
+    for candidate in (prefix if prefix.is_absolute() else src / prefix,
+                      # Often the training machine's absolute path: try its base name here.
+                      src / re.split(r"[\\/]", written)[-1]):  # fmt: skip
+        if Path(f"{candidate}.index").is_file():
+            return candidate
+    return written
 
 
 def normalize_prefix(path: Path) -> Path:
@@ -131,7 +144,7 @@ class TensorFlowReader:
         try:
             self._reader = tf.train.load_checkpoint(str(self.prefix))
         except Exception as e:  # TF raises its own error classes; their first line is useful
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            msg = one_line(e)
             raise InputError(f"{self.prefix}.index: TensorFlow cannot read it: {msg}") from e
         shapes = self._reader.get_variable_to_shape_map()
         dtypes = self._reader.get_variable_to_dtype_map()
@@ -149,8 +162,7 @@ class TensorFlowReader:
         try:
             return np.asarray(self._reader.get_tensor(name))
         except Exception as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"{self.prefix}: variable {name}: {msg}") from e
+            raise InputError(f"{self.prefix}: variable {name}: {one_line(e)}") from e
 
     def close(self) -> None:
         self._reader = None

@@ -15,14 +15,21 @@ from pathlib import Path
 from tqdm import tqdm
 
 from danbert_convert import __version__
-from danbert_convert._fs import atomic_dir, check_writable_target, sha256_file, write_json
-from danbert_convert.checkpoint import open_checkpoint
+from danbert_convert._fs import (
+    atomic_dir,
+    check_not_inside,
+    check_writable_target,
+    sha256_file,
+    write_json,
+)
+from danbert_convert.checkpoint import TensorFlowReader, open_checkpoint
 from danbert_convert.errors import InputError
 from danbert_convert.mapping import Plan, plan
 from danbert_convert.source import discover
 from danbert_convert.tokenizer import settings_for, write_tokenizer
 from danbert_convert.writer import (
     BIN_NAME,
+    MANIFEST_NAME,
     WEIGHTS_NAME,
     hf_config,
     manifest,
@@ -36,7 +43,6 @@ log = logging.getLogger(__name__)
 FORMATS = ("safetensors", "bin", "both")
 # Activations transformers knows that a BERT checkpoint can sensibly be run with.
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "tanh")
-MANIFEST_NAME = "danbert-manifest.json"
 
 
 @dataclass
@@ -52,15 +58,20 @@ class ConvertResult:
 
 def _versions(reader: str) -> dict[str, str]:
     """Versions from package metadata: looking them up imports nothing."""
-    names = ["numpy", "safetensors", "tokenizers", "transformers"]
-    if reader == "tensorflow":
-        names.append("tensorflow")
+    # Each key with the distributions that provide it: TensorFlow ships under two names.
+    names: dict[str, tuple[str, ...]] = {
+        n: (n,) for n in ("numpy", "safetensors", "tokenizers", "transformers")
+    }
+    if reader == TensorFlowReader.__name__:
+        names["tensorflow"] = ("tensorflow", "tensorflow-cpu")
     out = {"danbert-convert": __version__}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    for key, dists in names.items():
+        for dist in dists:
+            try:
+                out[key] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out
 
 
@@ -89,8 +100,10 @@ def convert(
     if hidden_act is not None and hidden_act not in HIDDEN_ACTS:
         raise InputError(f"--hidden-act {hidden_act!r}: choose from {', '.join(HIDDEN_ACTS)}")
     out = Path(out)
+    check_not_inside(out, [Path(src)])
     check_writable_target(out, force)  # before any heavy reading
     source = discover(Path(src), checkpoint=checkpoint, config=config, vocab=vocab)
+    check_not_inside(out, source.files())
     act = hidden_act or source.config.get("hidden_act", "gelu")
     if act not in HIDDEN_ACTS:
         raise InputError(

@@ -34,3 +34,9 @@ class VerifyError(DanbertError):
 
 
 EXIT_INTERRUPTED = 130
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message (or its class name), for one-line reports."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -145,6 +145,12 @@ class TensorPlan:
     shape: tuple[int, ...]  # output shape
     dtype: str  # numpy dtype name of the source
 
+    @property
+    def nbytes(self) -> int:
+        import numpy as np
+
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
 
 @dataclass
 class Plan:
@@ -156,19 +162,7 @@ class Plan:
 
     @property
     def weight_bytes(self) -> int:
-        total = 0
-        for t in self.tensors:
-            n = 1
-            for d in t.shape:
-                n *= d
-            total += n * _itemsize(t.dtype)
-        return total
-
-
-def _itemsize(dtype: str) -> int:
-    import numpy as np
-
-    return np.dtype(dtype).itemsize
+        return sum(t.nbytes for t in self.tensors)
 
 
 def _hf_name(rule: Rule, layer: int | None, arch: Architecture) -> str:
@@ -239,10 +233,12 @@ def plan(
     arch = _choose_architecture(heads, checkpoint_name)
 
     derived: dict[str, object] = {}
+    derived_from: dict[str, str] = {}
     if "classifier" in heads:
         # The label count is whatever the fine-tuning used; the checkpoint is its only record.
         head = variables.get("output_bias") or variables["output_weights"]
         derived["num_labels"] = head.shape[0]
+        derived_from = {"num_labels": head.name}
     cfg = {**config, **derived}
 
     n_layers = int(cfg.get("num_hidden_layers", -1))
@@ -264,18 +260,20 @@ def plan(
                 f"from {config_name}"
             )
         for axis, (key, want, got) in enumerate(zip(rule.shape, expected, actual, strict=True)):
-            if want != got:
-                what = f"{key} {want} in {config_name}" if isinstance(key, str) else f"{want}"
-                raise InputError(
-                    f"{what} vs {got} {_axis_word(axis, len(actual))} in {name} "
-                    f"(shape {list(actual)})"
-                )
+            if want == got:
+                continue
+            found = f"{got} {_axis_word(axis, len(actual))} in {name} (shape {list(actual)})"
+            if isinstance(key, int):
+                raise InputError(f"{checkpoint_name}: {found}; a BERT has {want} there")
+            where = f"from {derived_from[key]}" if key in derived_from else f"in {config_name}"
+            raise InputError(f"{key} {want} {where} vs {found}")
         out_shape = tuple(reversed(actual)) if rule.transform == TRANSPOSE else actual
         tensors.append(
             TensorPlan(_hf_name(rule, layer, arch), name, rule.transform, out_shape,
                        variables[name].dtype.name)
         )  # fmt: skip
 
+    _check_unique(tensors, checkpoint_name)
     _check_complete(tensors, arch, n_layers, checkpoint_name)
     tensors.sort(key=lambda t: t.hf)
     return Plan(arch, tensors, dict(sorted(skipped.items())), sorted(unknown), derived)
@@ -285,6 +283,15 @@ def _axis_word(axis: int, ndim: int) -> str:
     if ndim == 1:
         return "entries"
     return "rows" if axis == 0 else "columns" if axis == 1 else f"entries on axis {axis}"
+
+
+def _check_unique(tensors: list[TensorPlan], checkpoint_name: str) -> None:
+    """Two variables for one output (layer_1 and layer_01) would make a corrupt file."""
+    seen: dict[str, str] = {}
+    for t in tensors:
+        if t.hf in seen:
+            raise InputError(f"{checkpoint_name}: {seen[t.hf]} and {t.tf} both map to {t.hf}")
+        seen[t.hf] = t.tf
 
 
 def _check_complete(

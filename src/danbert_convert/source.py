@@ -54,8 +54,11 @@ def read_config(path: Path) -> dict:
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a JSON object")
     for key in REQUIRED_CONFIG_KEYS:
-        if not isinstance(config.get(key), int) or isinstance(config.get(key), bool):
+        value = config.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
             raise InputError(f"{path}: key {key!r} missing or not an integer")
+        if value < 1:
+            raise InputError(f"{path}: {key} is {value}; it must be a positive integer")
     if config["hidden_size"] % config["num_attention_heads"]:
         raise InputError(
             f"{path}: hidden_size {config['hidden_size']} is not a multiple of "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,11 +19,10 @@ import numpy as np
 
 from danbert_convert._fs import sha256_file
 from danbert_convert.checkpoint import open_checkpoint
-from danbert_convert.convert import MANIFEST_NAME
-from danbert_convert.errors import InputError, VerifyError
+from danbert_convert.errors import InputError, VerifyError, one_line
 from danbert_convert.reference import ACTIVATIONS, forward
 from danbert_convert.source import Source, discover
-from danbert_convert.writer import BIN_NAME, WEIGHTS_NAME
+from danbert_convert.writer import BIN_NAME, MANIFEST_NAME, WEIGHTS_NAME
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ SMOKE_SENTENCES = (
     "København er Danmarks [MASK].",
     "Om sommeren bader børnene i [MASK].",
 )
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json")
+TOKENIZER_FILES = (
+    "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+)  # fmt: skip
 PASS, FAIL, INFO, SKIP = "pass", "fail", "info", "skip"
 
 
@@ -144,15 +146,19 @@ def _run_checks(
     expect: str | None,
     sentences: tuple[str, ...] | None,
 ) -> None:
-    steps = (
-        _check_files,
-        _check_weights,
-        _check_tokenizer,
-        lambda s: _check_parity(s, against, reader),
-        lambda s: _check_smoke(s, expect, sentences or SMOKE_SENTENCES),
+    steps: tuple[tuple[str, Callable[[_State], Check]], ...] = (
+        ("files", _check_files),
+        ("weights", _check_weights),
+        ("tokenizer", _check_tokenizer),
+        ("parity", lambda s: _check_parity(s, against, reader)),
+        ("fill-mask", lambda s: _check_smoke(s, expect, sentences or SMOKE_SENTENCES)),
     )
-    for step in steps:
-        check = step(st)
+    for name, step in steps:
+        try:
+            check = step(st)
+        except Exception as e:  # noqa: BLE001 - whatever a check trips on is its failure
+            log.debug("%s raised", name, exc_info=True)
+            check = Check(name, FAIL, type(e).__name__, one_line(e))
         log.debug("%s: %s %s %s", check.name, check.status, check.figure, check.detail)
         report.checks.append(check)
 
@@ -168,7 +174,7 @@ def _check_files(st: _State) -> Check:
     try:
         st.config = AutoConfig.from_pretrained(st.out)
     except (OSError, ValueError) as e:
-        return Check("files", FAIL, "config.json", _one_line(e))
+        return Check("files", FAIL, "config.json", one_line(e))
     if st.config.model_type != "bert":
         return Check("files", FAIL, "config.json", f"model_type is {st.config.model_type!r}")
     if st.manifest:
@@ -193,16 +199,24 @@ def _check_weights(st: _State) -> Check:
     # safetensors opens without pickle; a .bin is unpickled with weights_only=True.
     kwargs = {"use_safetensors": (st.out / WEIGHTS_NAME).is_file(), "weights_only": True}
     problems = []
+    notes = [f"{arch} and AutoModel load cleanly"]
     for load in (cls, transformers.AutoModel):
         try:
             model, info = load.from_pretrained(st.out, output_loading_info=True, **kwargs)
-        except (OSError, ValueError, RuntimeError) as e:
-            return Check("weights", FAIL, load.__name__, _one_line(e))
+        except Exception as e:  # noqa: BLE001 - safetensors and torch raise their own kinds
+            weights = WEIGHTS_NAME if kwargs["use_safetensors"] else BIN_NAME
+            return Check("weights", FAIL, load.__name__, f"{weights}: {one_line(e)}")
         for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
             keys = sorted(str(k) for k in info.get(kind) or [])
             if load is not cls and kind == "unexpected_keys":
                 # The bare encoder leaves the task heads behind; only its own keys count.
                 keys = [k for k in keys if k.startswith(f"{model.base_model_prefix}.")]
+            if load is not cls and kind == "missing_keys" and st.model.base_model.pooler is None:
+                # AutoModel always has a pooler; the class converted has none to give it.
+                if any(k.startswith("pooler.") for k in keys):
+                    notes = [f"{arch} loads cleanly; AutoModel adds an untrained pooler "
+                             f"({arch} has none)"]  # fmt: skip
+                keys = [k for k in keys if not k.startswith("pooler.")]
             if keys:
                 problems.append(f"{load.__name__}: {kind.replace('_', ' ')}: {keys[0]}"
                                 + (f" (+{len(keys) - 1})" if len(keys) > 1 else ""))  # fmt: skip
@@ -212,7 +226,7 @@ def _check_weights(st: _State) -> Check:
         return Check("weights", FAIL, arch, "; ".join(problems))
     n = sum(p.numel() for p in st.model.parameters())
     size = f"{n / 1e6:.1f}M" if n >= 100_000 else str(n)
-    return Check("weights", PASS, f"{size} params", f"{arch} and AutoModel load cleanly")
+    return Check("weights", PASS, f"{size} params", notes[0])
 
 
 def _slow_tokenizer(out: Path) -> Any:
@@ -232,7 +246,7 @@ def _check_tokenizer(st: _State) -> Check:
         st.fast = AutoTokenizer.from_pretrained(st.out)
         slow = _slow_tokenizer(st.out)
     except (OSError, ValueError) as e:
-        return Check("tokenizer", FAIL, "", _one_line(e))
+        return Check("tokenizer", FAIL, "", one_line(e))
     lines = danish_sample()
     for line in lines:
         f, s = st.fast(line)["input_ids"], slow(line)["input_ids"]
@@ -334,6 +348,8 @@ def _check_parity(st: _State, against: Path | None, reader: str) -> Check:
             got["classifier"] = model.classifier(pooled)
         if hasattr(model, "qa_outputs"):
             got["squad"] = model.qa_outputs(seq)
+    if model.base_model.pooler is None:
+        got.pop("pooled")  # the checkpoint's pooler was left out, on purpose, with the class
     want = {"sequence": ref.sequence, "pooled": ref.pooled, "mlm": ref.mlm_logits,
             "nsp": ref.nsp_logits, "classifier": ref.classifier_logits,
             "squad": ref.squad_logits}  # fmt: skip
@@ -363,6 +379,9 @@ def _check_smoke(st: _State, expect: str | None, sentences: tuple[str, ...]) -> 
     heads = getattr(st.model, "cls", None)
     if heads is None or not hasattr(heads, "predictions"):
         return Check("fill-mask", SKIP, detail=f"{type(st.model).__name__} has no MLM head")
+    unmasked = [s for s in sentences if "[MASK]" not in s]
+    if unmasked:
+        return Check("fill-mask", FAIL, "no [MASK]", f"sentence {unmasked[0]!r} has no [MASK]")
     from transformers import pipeline
 
     fill = pipeline("fill-mask", model=str(st.out), tokenizer=st.fast, top_k=5)
@@ -376,8 +395,3 @@ def _check_smoke(st: _State, expect: str | None, sentences: tuple[str, ...]) -> 
     ok = expect in tops[0]
     return Check("fill-mask", PASS if ok else FAIL, f"{expect!r} {'in' if ok else 'not in'} top 5",
                  shown)  # fmt: skip
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from danbert_convert._fs import write_json
-from danbert_convert.convert import MANIFEST_NAME, convert
+from danbert_convert._fs import sha256_file, write_json
+from danbert_convert.convert import convert
 from danbert_convert.errors import DanbertError
 from danbert_convert.fetch import fetch
 from danbert_convert.models import DEFAULT_MODEL
 from danbert_convert.verify import Report, read_manifest, verify
+from danbert_convert.writer import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,15 @@ def _conversion_current(out: Path, checkpoint_dir: Path, hidden_act: str | None)
     if hidden_act and m.get("settings", {}).get("hidden_act") != hidden_act:
         return False
     outputs = m.get("outputs", {})
-    return bool(outputs) and all((out / name).is_file() for name in outputs)
+    # Re-hashed, not just listed: a truncated or damaged weights file must be written again.
+    return bool(outputs) and all(
+        (out / name).is_file() and sha256_file(out / name) == digest
+        for name, digest in outputs.items()
+    )
 
 
 def _manifest_digest(out: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256((out / MANIFEST_NAME).read_bytes()).hexdigest()
+    return sha256_file(out / MANIFEST_NAME)
 
 
 def _verified(out: Path) -> dict[str, Any] | None:
@@ -136,11 +139,13 @@ def run_all(
     if current:
         _stage("convert", result, True, lambda: None)
     else:
+        # An earlier conversion is ours to replace; any other non-empty folder needs --force.
+        replace = force or (out / MANIFEST_NAME).is_file()
         _stage(
             "convert",
             result,
             False,
-            lambda: convert(fetched.checkpoint_dir, out, force=True, reader=reader,
+            lambda: convert(fetched.checkpoint_dir, out, force=replace, reader=reader,
                             hidden_act=hidden_act, progress=progress),
         )  # fmt: skip
     manifest = read_manifest(out) or {}

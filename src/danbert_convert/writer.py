@@ -23,6 +23,7 @@ SAFETENSORS_DTYPES = {
 
 WEIGHTS_NAME = "model.safetensors"
 BIN_NAME = "pytorch_model.bin"
+MANIFEST_NAME = "danbert-manifest.json"
 
 
 def transform(t: TensorPlan, value: np.ndarray) -> np.ndarray:
@@ -45,7 +46,7 @@ def write_safetensors(
     header: dict[str, object] = {}
     offset = 0
     for t in tensors:
-        n = int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
+        n = t.nbytes
         header[t.hf] = {
             "dtype": SAFETENSORS_DTYPES[t.dtype],
             "shape": list(t.shape),
