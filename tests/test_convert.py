@@ -576,3 +576,18 @@ def test_head_shape_errors_name_their_source(tmp_path):
     )
     with pytest.raises(InputError, match=want + "; a BERT has 2 there$"):
         convert(src, tmp_path / "out")
+
+
+def test_cli_output_errors_are_one_line(full_release, tmp_path):
+    (tmp_path / "afile").write_text("")
+    r = CliRunner().invoke(cli, ["convert", str(full_release), str(tmp_path / "afile" / "out")])
+    assert r.exit_code == 4
+    assert r.output.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'afile' / 'out'}: {tmp_path / 'afile'} is a file, not a folder"
+    )
+    # A folder no one may write to (sysfs is read-only even for root): the system's message.
+    r = CliRunner().invoke(cli, ["convert", str(full_release), "/sys/danbert-test-out"])
+    assert r.exit_code == 1, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("error: [Errno") and "/sys/" in last
+    assert "Traceback" not in r.output

@@ -45,6 +45,9 @@ def check_writable_target(target: Path, force: bool) -> None:
     """Refuse an existing non-empty target unless forced; refuse a file where a folder goes."""
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"{target} exists and is not a folder")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise OutputExistsError(f"{target}: {parent} is a file, not a folder")
     if is_nonempty_dir(target) and not force:
         raise OutputExistsError(f"{target} exists and is not empty (use --force to replace it)")
 

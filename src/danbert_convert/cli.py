@@ -14,16 +14,17 @@ import click
 
 from danbert_convert import __version__
 from danbert_convert.checkpoint import READERS
-from danbert_convert.convert import HIDDEN_ACTS
+from danbert_convert.convert import FORMATS, HIDDEN_ACTS
 from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError
 from danbert_convert.fetch import RETRIES, TIMEOUT
+from danbert_convert.workflow import DEFAULT_DEST
 
 log = logging.getLogger("danbert_convert")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Group(click.Group):
-    """Turns our errors into one line on stderr and their exit code, Ctrl-C into 130."""
+    """Our errors and system errors become one line on stderr and an exit code; Ctrl-C 130."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -35,6 +36,10 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except OSError as e:  # disk full, permission denied: the message names the file
+            log.debug("traceback", exc_info=True)
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
 
 
 class _EchoHandler(logging.Handler):
@@ -140,7 +145,7 @@ def _timeouts(read: float) -> tuple[float, float]:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["safetensors", "bin", "both"]),
+    type=click.Choice(FORMATS),
     default="safetensors",
     show_default=True,
     help="Weights file(s) to write.",
@@ -289,7 +294,7 @@ def verify_cmd(
 @click.option(
     "--dest",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("danbert-work"),
+    default=DEFAULT_DEST,
     show_default=True,
     help="Working folder for the zip and the unpacked release.",
 )
