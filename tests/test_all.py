@@ -95,16 +95,30 @@ def test_verify_failure_names_stage(release_zip, tmp_path):
     shutil.rmtree(out)
 
 
-def test_damaged_weights_are_converted_again(release_zip, tmp_path):
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.joinpath("model.safetensors").write_bytes(
+            p.joinpath("model.safetensors").read_bytes()[:1000]  # same name, truncated
+        ),
+        lambda p: p.joinpath("config.json").unlink(),
+        lambda p: p.joinpath("tokenizer.json").write_text("{"),
+    ],
+    ids=["truncated-weights", "no-config", "broken-tokenizer"],
+)
+def test_damaged_output_is_converted_again(release_zip, tmp_path, damage):
     out, work = tmp_path / "model", tmp_path / "w"
     run_all(from_path=release_zip, dest=work, out=out)
-    whole = (out / "model.safetensors").read_bytes()
-    (out / "model.safetensors").write_bytes(whole[: len(whole) // 2])  # same name, half the bytes
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "danbert-verify.json"}
+    damage(out)
     result = run_all(from_path=release_zip, dest=work, out=out)
     assert {s.stage: s.skipped for s in result.stages} == {
         "fetch": True, "convert": False, "verify": False,
     }  # fmt: skip
-    assert (out / "model.safetensors").read_bytes() == whole
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "danbert-verify.json"}
+    assert after.keys() == before.keys()
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert after[name] == before[name]
 
 
 def test_unrelated_output_folder_is_not_replaced(release_zip, tmp_path):

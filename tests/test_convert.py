@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -453,7 +456,7 @@ def test_native_and_tensorflow_readers_write_identical_weights(converted, full_r
     )
 
 
-@pytest.mark.parametrize("where", ["src", "parent", "checkpoint-override"])
+@pytest.mark.parametrize("where", ["src", "parent", "checkpoint-override", "symlink", "dotdot"])
 def test_output_holding_the_source_is_refused_even_with_force(full_release, tmp_path, where):
     src = tmp_path / "work" / "src"
     shutil.copytree(full_release, src)
@@ -463,9 +466,15 @@ def test_output_holding_the_source_is_refused_even_with_force(full_release, tmp_
         kwargs: dict = {}
     elif where == "parent":
         args, kwargs = (src, tmp_path / "work"), {}
+    elif where == "symlink":  # OUT spelled differently: a link to the work folder
+        (tmp_path / "link").symlink_to(tmp_path / "work")
+        args, kwargs = (src, tmp_path / "link"), {}
+    elif where == "dotdot":
+        args, kwargs = (src, src / "sub" / ".." / ".."), {}
     else:  # the checkpoint, given by --checkpoint, sits inside OUT
         args, kwargs = (full_release, tmp_path / "work"), {"checkpoint": src / "bert_model.ckpt"}
-    with pytest.raises(OutputExistsError, match="the conversion reads; choose another"):
+    with pytest.raises(OutputExistsError, match=r"replacing it would delete .*src.*, which the "
+                       "conversion reads; choose another"):  # fmt: skip
         convert(*args, force=True, **kwargs)
     assert sorted(p.name for p in src.iterdir()) == before
     r = CliRunner().invoke(cli, ["convert", str(src), str(src), "--force"])
@@ -523,17 +532,25 @@ def test_stale_state_file_falls_back(full_release, tmp_path, caplog):
         convert(src, tmp_path / "out2")
 
 
-def test_state_file_with_a_windows_path(full_release, tmp_path):
+@pytest.mark.parametrize(
+    ("name", "written"),
+    [
+        # As TF writes it on Windows: a text-format string with its backslashes escaped.
+        ("model.ckpt-200", "C:\\\\run\\\\model.ckpt-200"),
+        # Older writers: non-ASCII names as octal escapes of their UTF-8 bytes.
+        ("m\u00e5l.ckpt", "/old/m\\303\\245l.ckpt"),
+    ],
+)
+def test_state_file_escapes(full_release, tmp_path, name, written):
     src = tmp_path / "src"
     shutil.copytree(full_release, src)
     for suffix in ("index", "data-00000-of-00001"):
-        shutil.move(src / f"bert_model.ckpt.{suffix}", src / f"model.ckpt-200.{suffix}")
-    shutil.copy(src / "model.ckpt-200.index", src / "other.index")
-    # As TF writes it on Windows: a text-format string with its backslashes escaped.
-    (src / "checkpoint").write_text('model_checkpoint_path: "C:\\\\run\\\\model.ckpt-200"\n')
+        shutil.move(src / f"bert_model.ckpt.{suffix}", src / f"{name}.{suffix}")
+    shutil.copy(src / f"{name}.index", src / "other.index")
+    (src / "checkpoint").write_text(f'model_checkpoint_path: "{written}"\n', encoding="utf-8")
     convert(src, tmp_path / "out")
     m = json.loads((tmp_path / "out" / "danbert-manifest.json").read_text())
-    assert m["source"]["checkpoint"].endswith("model.ckpt-200")
+    assert m["source"]["checkpoint"].endswith(name)
 
 
 def test_failed_swap_restores_the_replaced_folder(full_release, tmp_path, monkeypatch):
@@ -565,8 +582,8 @@ def test_head_shape_errors_name_their_source(tmp_path):
     v = bert_variables(TINY_CONFIG, heads=("classifier",), num_labels=3)
     v["output_weights"] = np.zeros((4, TINY_CONFIG["hidden_size"]), np.float32)
     src = write_release(tmp_path / "cls", variables=v)
-    with pytest.raises(InputError, match=r"^num_labels 3 from output_bias vs 4 rows in "
-                       r"output_weights \(shape \[4, 16\]\)$"):  # fmt: skip
+    want = r"cls/bert_model.ckpt.index: num_labels 3 from output_bias vs 4 rows in output_weights "
+    with pytest.raises(InputError, match=want + r"\(shape \[4, 16\]\)$"):
         convert(src, tmp_path / "out")
     v = bert_variables(TINY_CONFIG)
     v["cls/seq_relationship/output_bias"] = np.zeros(3, np.float32)
@@ -585,9 +602,32 @@ def test_cli_output_errors_are_one_line(full_release, tmp_path):
     assert r.output.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'afile' / 'out'}: {tmp_path / 'afile'} is a file, not a folder"
     )
-    # A folder no one may write to (sysfs is read-only even for root): the system's message.
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="sysfs: read-only even for root")
+def test_cli_unwritable_output_is_one_line(full_release):
     r = CliRunner().invoke(cli, ["convert", str(full_release), "/sys/danbert-test-out"])
     assert r.exit_code == 1, r.output
     last = r.output.strip().splitlines()[-1]
-    assert last.startswith("error: [Errno") and "/sys/" in last
+    assert last.startswith("error: [Errno") and "/sys/.danbert-test-out.partial-" in last
     assert "Traceback" not in r.output
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+def test_failed_write_names_the_file(full_release, tmp_path):
+    # A real write error, as a full disk gives: the kernel refuses bytes past the file-size limit.
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (8000, resource.RLIM_INFINITY))\n"
+        "from danbert_convert.cli import main\n"
+        "sys.argv = ['danbert', '-q', 'convert', sys.argv[1], sys.argv[2]]\n"
+        "main()\n"
+    )
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-c", script, str(full_release), str(out)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: [Errno 27] File too large: ") and "model.safetensors" in last
+    assert not out.exists() and list(tmp_path.iterdir()) == []

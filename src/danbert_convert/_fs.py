@@ -53,15 +53,31 @@ def check_writable_target(target: Path, force: bool) -> None:
 
 
 def check_not_inside(target: Path, inputs: list[Path]) -> None:
-    """Refuse a target that is, or contains, one of the inputs: replacing it would delete them."""
-    root = Path(target).resolve()
+    """Refuse a target that is, or contains, one of the inputs: replacing it would delete them.
+
+    Compared by resolved path and by file identity, so symlinks, `..` (even through folders
+    yet to be made), bind mounts and case-insensitive file systems (macOS) cannot hide
+    that two paths are one folder.
+    """
+    resolved = Path(target).resolve()
+    try:
+        root: os.stat_result | None = os.stat(target)
+    except OSError:
+        root = None
     for path in inputs:
         p = Path(path).resolve()
-        if p == root or root in p.parents:
-            raise OutputExistsError(
-                f"{target}: the output folder would replace {path}, which the conversion reads; "
-                "choose another output folder"
-            )
+        for folder in (p, *p.parents):
+            try:
+                same = folder == resolved or (
+                    root is not None and os.path.samestat(os.stat(folder), root)
+                )
+            except OSError:
+                continue
+            if same:
+                raise OutputExistsError(
+                    f"{target} ({folder}): replacing it would delete {p}, which the conversion "
+                    "reads; choose another output folder"
+                )
 
 
 @contextlib.contextmanager
@@ -96,6 +112,18 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def blame(path: Path) -> Iterator[None]:
+    """Make an OSError raised while writing `path` name it: a failed write() names no file."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
 def write_json(path: Path, obj: object) -> None:
     """Pretty, UTF-8 JSON with a final newline (config and manifest files people read)."""
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with blame(path):
+        path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

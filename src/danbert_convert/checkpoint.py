@@ -7,6 +7,7 @@ when used.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
@@ -86,8 +87,10 @@ def _state_file_prefix(src: Path, state: Path) -> Path | str:
     m = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
     if not m:
         raise InputError(f"{state}: no model_checkpoint_path line")
-    # A text-format string: backslashes are escaped, as in a Windows path C:\\run\\model.ckpt.
-    written = re.sub(r"\\(.)", r"\1", m.group(1))
+    # A text-format string: C escapes, as in a Windows path C:\\run\\model.ckpt or the
+    # octal UTF-8 bytes older TF wrote for non-ASCII names.
+    raw = codecs.escape_decode(m.group(1).encode("utf-8"))[0]
+    written = raw.decode("utf-8", errors="replace")
     prefix = Path(written)
     for candidate in (prefix if prefix.is_absolute() else src / prefix,
                       # Often the training machine's absolute path: try its base name here.

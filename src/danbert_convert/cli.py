@@ -15,7 +15,7 @@ import click
 from danbert_convert import __version__
 from danbert_convert.checkpoint import READERS
 from danbert_convert.convert import FORMATS, HIDDEN_ACTS
-from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError
+from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError, one_line
 from danbert_convert.fetch import RETRIES, TIMEOUT
 from danbert_convert.workflow import DEFAULT_DEST
 
@@ -38,7 +38,7 @@ class _Group(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
         except OSError as e:  # disk full, permission denied: the message names the file
             log.debug("traceback", exc_info=True)
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {one_line(e)}", err=True)
             ctx.exit(1)
 
 

@@ -150,6 +150,8 @@ def convert(
                 hf_config(source.config, p, hidden_act, source.vocab.index("[PAD]")),
             )
             files = write_tokenizer(tmp, source.vocab_path, source.vocab, tok)
+            # Every file but the manifest, so that `all` can tell a damaged folder from a good one.
+            outputs.update((name, sha256_file(tmp / name)) for name in ["config.json", *files])
             settings = {
                 "hidden_act": act,
                 "hidden_act_overridden": hidden_act is not None,
@@ -173,7 +175,7 @@ def convert(
                     versions=_versions(reader_name),
                 ),
             )
-            files = sorted([*outputs, "config.json", *files, MANIFEST_NAME])
+            files = sorted([*outputs, MANIFEST_NAME])
     finally:
         ckpt.close()
     return ConvertResult(

@@ -114,7 +114,7 @@ _TF2_MARKERS = ("_CHECKPOINTABLE_OBJECT_GRAPH", ".ATTRIBUTES/VARIABLE_VALUE", "l
 
 
 def _compile(rule: Rule) -> re.Pattern[str]:
-    return re.compile("^" + re.escape(rule.tf).replace(r"\{i\}", r"(\d+)") + "$")
+    return re.compile("^" + re.escape(rule.tf).replace(r"\{i\}", r"([0-9]+)") + "$")
 
 
 _COMPILED = tuple((_compile(r), r) for r in TENSOR_MAP)
@@ -265,8 +265,10 @@ def plan(
             found = f"{got} {_axis_word(axis, len(actual))} in {name} (shape {list(actual)})"
             if isinstance(key, int):
                 raise InputError(f"{checkpoint_name}: {found}; a BERT has {want} there")
-            where = f"from {derived_from[key]}" if key in derived_from else f"in {config_name}"
-            raise InputError(f"{key} {want} {where} vs {found}")
+            if key in derived_from:
+                raise InputError(f"{checkpoint_name}: {key} {want} from {derived_from[key]} vs "
+                                 f"{found}")  # fmt: skip
+            raise InputError(f"{key} {want} in {config_name} vs {found}")
         out_shape = tuple(reversed(actual)) if rule.transform == TRANSPOSE else actual
         tensors.append(
             TensorPlan(_hf_name(rule, layer, arch), name, rule.transform, out_shape,

@@ -464,13 +464,16 @@ class BundleReader:
         view = buf.data
         done = 0
         while done < len(view):
-            if hasattr(os, "preadv"):
-                n = os.preadv(fd, [view[done:]], offset + done)
-            else:  # Windows: no positional reads, so seek and read under a lock
-                with self._lock:
-                    os.lseek(fd, offset + done, os.SEEK_SET)
-                    with open(fd, "rb", buffering=0, closefd=False) as f:
-                        n = f.readinto(view[done:]) or 0
+            try:
+                if hasattr(os, "preadv"):
+                    n = os.preadv(fd, [view[done:]], offset + done)
+                else:  # Windows: no positional reads, so seek and read under a lock
+                    with self._lock:
+                        os.lseek(fd, offset + done, os.SEEK_SET)
+                        with open(fd, "rb", buffering=0, closefd=False) as f:
+                            n = f.readinto(view[done:]) or 0
+            except OSError as e:  # EIO and the like: the fd's error names no file
+                raise InputError(f"{path}: reading variable {name}: {e.strerror or e}") from e
             if n == 0:
                 raise InputError(
                     f"{path}: truncated data shard: variable {name} needs bytes "

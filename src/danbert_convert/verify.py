@@ -178,7 +178,10 @@ def _check_files(st: _State) -> Check:
     if st.config.model_type != "bert":
         return Check("files", FAIL, "config.json", f"model_type is {st.config.model_type!r}")
     if st.manifest:
+        # Weights only: config.json and the tokenizer files are the user's to edit.
         for name, digest in st.manifest.get("outputs", {}).items():
+            if name not in (WEIGHTS_NAME, BIN_NAME):
+                continue
             if (st.out / name).is_file() and sha256_file(st.out / name) != digest:
                 return Check(
                     "files", FAIL, name, f"{name} changed since conversion (SHA-256 differs)"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from danbert_convert._fs import blame
 from danbert_convert.mapping import TRANSPOSE, Plan, TensorPlan
 
 SAFETENSORS_DTYPES = {
@@ -77,7 +78,8 @@ def write_safetensors(
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the format wants the data 8-byte aligned
     digest = hashlib.sha256()
-    with open(path, "wb") as f:
+    # Readers raise InputError, never a bare OSError, so what blame() catches is the write.
+    with blame(path), open(path, "wb") as f:
         for chunk in (struct.pack("<Q", len(raw)), raw):
             f.write(chunk)
             digest.update(chunk)
