@@ -202,7 +202,7 @@ def _check_weights(st: _State) -> Check:
     # safetensors opens without pickle; a .bin is unpickled with weights_only=True.
     kwargs = {"use_safetensors": (st.out / WEIGHTS_NAME).is_file(), "weights_only": True}
     problems = []
-    notes = [f"{arch} and AutoModel load cleanly"]
+    note = f"{arch} and AutoModel load cleanly"
     for load in (cls, transformers.AutoModel):
         try:
             model, info = load.from_pretrained(st.out, output_loading_info=True, **kwargs)
@@ -217,8 +217,8 @@ def _check_weights(st: _State) -> Check:
             if load is not cls and kind == "missing_keys" and st.model.base_model.pooler is None:
                 # AutoModel always has a pooler; the class converted has none to give it.
                 if any(k.startswith("pooler.") for k in keys):
-                    notes = [f"{arch} loads cleanly; AutoModel adds an untrained pooler "
-                             f"({arch} has none)"]  # fmt: skip
+                    note = (f"{arch} loads cleanly; AutoModel adds an untrained pooler "
+                            f"({arch} has none)")  # fmt: skip
                 keys = [k for k in keys if not k.startswith("pooler.")]
             if keys:
                 problems.append(f"{load.__name__}: {kind.replace('_', ' ')}: {keys[0]}"
@@ -229,7 +229,7 @@ def _check_weights(st: _State) -> Check:
         return Check("weights", FAIL, arch, "; ".join(problems))
     n = sum(p.numel() for p in st.model.parameters())
     size = f"{n / 1e6:.1f}M" if n >= 100_000 else str(n)
-    return Check("weights", PASS, f"{size} params", notes[0])
+    return Check("weights", PASS, f"{size} params", note)
 
 
 def _slow_tokenizer(out: Path) -> Any:

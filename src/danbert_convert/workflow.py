@@ -84,7 +84,7 @@ def _conversion_current(out: Path, checkpoint_dir: Path, hidden_act: str | None)
     if hidden_act and m.get("settings", {}).get("hidden_act") != hidden_act:
         return False
     outputs = m.get("outputs", {})
-    # Re-hashed, not just listed: a truncated or damaged weights file must be written again.
+    # Re-hashed, not just listed: any truncated, edited or missing output means converting again.
     return bool(outputs) and all(
         (out / name).is_file() and sha256_file(out / name) == digest
         for name, digest in outputs.items()
