@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -15,7 +20,9 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-from danbert_convert.errors import OutputExistsError
+from danbert_convert.errors import DanbertError, InputError, OutputExistsError
+
+log = logging.getLogger(__name__)
 
 HashT = TypeVar("HashT", bound="_Hash")
 
@@ -41,8 +48,33 @@ def is_nonempty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
+def symlink_loop(path: Path) -> Path | None:
+    """The first component of `path` that is a symlink loop (ELOOP), if any."""
+    path = Path(path)
+    for p in reversed([path, *path.parents]):  # from the root down
+        try:
+            os.stat(p)
+        except OSError as e:
+            return p if e.errno == errno.ELOOP else None
+    return None
+
+
+def check_no_loop(path: Path, error: type[DanbertError]) -> None:
+    """Refuse a path that runs into a symlink loop, naming the looping component.
+
+    Path.resolve raises RuntimeError on loops (Python 3.10-3.12) and os calls a bare ELOOP.
+    """
+    loop = symlink_loop(path)
+    if loop is not None:
+        where = "" if loop == Path(path) else f"{path}: "
+        raise error(f"{where}{loop} is a symlink loop (too many levels of symbolic links)")
+
+
 def check_writable_target(target: Path, force: bool) -> None:
     """Refuse an existing non-empty target unless forced; refuse a file where a folder goes."""
+    check_no_loop(target, OutputExistsError)
+    if target.is_symlink() and not target.exists():
+        raise OutputExistsError(f"{target} is a symlink to {os.readlink(target)}, which is missing")
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"{target} exists and is not a folder")
     for parent in target.parents:
@@ -57,14 +89,16 @@ def check_not_inside(target: Path, inputs: list[Path]) -> None:
 
     Compared by resolved path and by file identity, so symlinks, `..` (even through folders
     yet to be made), bind mounts and case-insensitive file systems (macOS) cannot hide
-    that two paths are one folder.
+    that two paths are one folder. A symlink loop in the target or an input is refused.
     """
+    check_no_loop(target, OutputExistsError)
     resolved = Path(target).resolve()
     try:
         root: os.stat_result | None = os.stat(target)
     except OSError:
         root = None
     for path in inputs:
+        check_no_loop(path, InputError)
         p = Path(path).resolve()
         for folder in (p, *p.parents):
             try:
@@ -80,36 +114,150 @@ def check_not_inside(target: Path, inputs: list[Path]) -> None:
                 )
 
 
+# Temporary siblings of an output folder: `.OUT.partial-<pid>-<hex>` while it is written,
+# `.OUT.old-<pid>-<hex>` for the copy it replaces. The pid tells a later run whether the
+# process that made one is gone, so that its leftovers (hundreds of MB) can be removed.
+_SIBLING = r"\.{name}\.(?P<kind>partial|old)-(?P<pid>[0-9]+)-[0-9a-f]{{8}}\Z"
+_active: set[Path] = set()  # this process's siblings in use (threads may share a parent)
+_active_lock = threading.Lock()
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists; True when that cannot be told (keep what may be in use)."""
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink():  # an OUT that was a symlink was moved aside as the link itself
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
+def remove_stale_siblings(target: Path) -> None:
+    """Remove `target`'s temporary siblings left by runs whose process is gone.
+
+    A stale `.old-` copy is kept while `target` is missing: it may be the only copy left
+    by a run killed between the two renames of the swap.
+    """
+    pattern = re.compile(_SIBLING.format(name=re.escape(target.name)))
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None:
+            continue
+        path, pid = Path(entry.path), int(m["pid"])
+        with _active_lock:
+            if path in _active:
+                continue
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        if m["kind"] == "old" and not os.path.lexists(target):
+            log.warning(f"{path} may be the previous {target} (a run was stopped replacing it)")
+            continue
+        try:
+            _remove(path)
+        except OSError as e:
+            log.debug(f"could not remove {path}: {e}")
+        else:
+            log.info(f"removed {path}, left by an interrupted run (pid {pid})")
+
+
+def _make_sibling(target: Path, kind: str) -> Path:
+    """A new, empty sibling folder with the mode mkdir gives under the umask (and default ACLs)."""
+    for _ in range(100):
+        path = _sibling(target, kind)
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            continue
+        with _active_lock:
+            _active.add(path)
+        return path
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(_sibling(target, kind)))
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C back (the signals received are listed) so that a rename pair is not split."""
+    received: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    except ValueError:  # not the main thread, which alone receives Python's signal handlers
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        # None: the handler was not set from Python; the default is the closest we can restore.
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `target`; on success it replaces `target` by rename.
 
     On any exception, KeyboardInterrupt included, the temporary folder is removed and
-    `target` is left exactly as it was.
+    `target` is left exactly as it was. Once the new `target` is in place, a failure to
+    remove the old copy (Ctrl-C included) is only a warning: the next run removes it.
+    The folder gets the mode mkdir gives (0o777 less the umask), not mkdtemp's 0o700.
     """
     target = Path(target)
     check_writable_target(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    remove_stale_siblings(target)
+    tmp = _make_sibling(target, "partial")
+    old: Path | None = None
     try:
-        yield tmp
-        # An old target moves aside first so that a failure here never loses both copies.
-        old: Path | None = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
         try:
-            os.replace(tmp, target)
+            yield tmp
+            with _interrupts_held() as received:
+                # An old target moves aside first so that a failure here never loses both copies.
+                if os.path.lexists(target):
+                    old = _sibling(target, "old")
+                    with _active_lock:
+                        _active.add(old)
+                    os.replace(target, old)
+                try:
+                    os.replace(tmp, target)
+                except BaseException:
+                    if old is not None:
+                        os.replace(old, target)
+                    raise
         except BaseException:
-            if old is not None:
-                os.replace(old / target.name, target)
-                old.rmdir()
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if received:
+            log.warning(f"interrupted after {target} was complete; it is kept")
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            try:
+                _remove(old)
+            except (Exception, KeyboardInterrupt) as e:
+                log.warning(
+                    f"{target} is complete, but removing the previous copy {old} failed "
+                    f"({'interrupted' if isinstance(e, KeyboardInterrupt) else e}); "
+                    f"the next run that writes {target} removes it"
+                )
+    finally:
+        with _active_lock:
+            _active.discard(tmp)
+            if old is not None:
+                _active.discard(old)
 
 
 @contextlib.contextmanager

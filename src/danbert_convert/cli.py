@@ -15,7 +15,7 @@ import click
 from danbert_convert import __version__
 from danbert_convert.checkpoint import READERS
 from danbert_convert.convert import FORMATS, HIDDEN_ACTS
-from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError, one_line
+from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError, VerifyError, one_line
 from danbert_convert.fetch import RETRIES, TIMEOUT
 from danbert_convert.workflow import DEFAULT_DEST
 
@@ -23,23 +23,58 @@ log = logging.getLogger("danbert_convert")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+JSON_MODE = "danbert.json"  # ctx.meta key: the subcommand was given --json
+JSON_DONE = "danbert.json_printed"  # ctx.meta key: the command printed its JSON already
+
+
 class _Group(click.Group):
-    """Our errors and system errors become one line on stderr and an exit code; Ctrl-C 130."""
+    """Errors become one line on stderr and an exit code (and, with --json, a JSON object on
+    stdout); Ctrl-C at any point, argument parsing included, is "interrupted" and 130, never
+    click's "Aborted!" and 1."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        # Read from the raw arguments: a usage error may come before --json is parsed.
+        ctx.meta[JSON_MODE] = "--json" in rest
+        return name, cmd, rest
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except DanbertError as e:
             log.debug("traceback", exc_info=True)
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(e.exit_code)
+            self._fail(ctx, f"error: {e}", one_line(e), e.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+            self._fail(ctx, "interrupted", "interrupted", EXIT_INTERRUPTED)
         except OSError as e:  # disk full, permission denied: the message names the file
             log.debug("traceback", exc_info=True)
-            click.echo(f"error: {one_line(e)}", err=True)
-            ctx.exit(1)
+            self._fail(ctx, f"error: {one_line(e)}", one_line(e), 1)
+        except click.ClickException as e:  # usage errors: click reports them on stderr
+            _echo_json_error(ctx, " ".join(e.format_message().split()), e.exit_code)
+            raise
+        return None  # not reached: _fail exits
+
+    @staticmethod
+    def _fail(ctx: click.Context, line: str, message: str, code: int) -> None:
+        click.echo(line, err=True)
+        _echo_json_error(ctx, message, code)
+        ctx.exit(code)
+
+
+def _echo_json_error(ctx: click.Context, message: str, code: int) -> None:
+    """With --json, every failure is also a JSON object on stdout, for scripts."""
+    if ctx.meta.get(JSON_MODE) and not ctx.meta.get(JSON_DONE):
+        ctx.meta[JSON_DONE] = True
+        click.echo(json.dumps({"error": message, "exit_code": code}, ensure_ascii=False))
 
 
 class _EchoHandler(logging.Handler):
@@ -93,7 +128,11 @@ source_options = _options(
         multiple=True,
         help="Download from URL instead of the registry (repeat: tried in order).",
     ),
-    click.option("--sha256", help="Expected SHA-256 of the zip (none are published upstream)."),
+    click.option(
+        "--sha256",
+        callback=lambda ctx, param, value: _check_sha256(value),
+        help="Expected SHA-256 of the zip (none are published upstream).",
+    ),
     click.option(
         "--from",
         "from_path",
@@ -126,6 +165,23 @@ hidden_act_option = click.option(
 expect_option = click.option(
     "--expect", metavar="TOKEN", help="Fail unless TOKEN is in the first fill-mask top 5."
 )
+
+
+def _check_sha256(value: str | None) -> str | None:
+    """A malformed --sha256 is a usage error (exit 2), found before anything is downloaded."""
+    if value is None:
+        return None
+    from danbert_convert.fetch import check_sha256  # imported only when the option is given
+
+    try:
+        return check_sha256(value)
+    except DanbertError:
+        raise click.BadParameter(f"{value!r} is not a SHA-256 hex digest (64 hex digits)") from None
+
+
+def _check_one_source(urls: tuple[str, ...], from_path: Path | None) -> None:
+    if urls and from_path is not None:
+        raise click.UsageError("--url and --from exclude each other: download, or use a local copy")
 
 
 def _timeouts(read: float) -> tuple[float, float]:
@@ -233,6 +289,7 @@ def fetch_cmd(
     Prints the checkpoint folder that `danbert convert` takes. An interrupted download
     resumes when run again; an existing verified zip is not downloaded again.
     """
+    _check_one_source(urls, from_path)
     from danbert_convert.fetch import fetch
 
     try:
@@ -273,7 +330,9 @@ def fetch_cmd(
     help="Fill-mask sentence with [MASK] (repeatable; default: built-in Danish ones).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
 def verify_cmd(
+    ctx: click.Context,
     out: Path,
     against: Path | None,
     reader: str,
@@ -285,8 +344,20 @@ def verify_cmd(
     from danbert_convert.verify import verify
 
     report = verify(out, against=against, reader=reader, expect=expect, sentences=sentences or None)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
-    report.raise_if_failed()
+    if not as_json:
+        click.echo(report.table())
+        report.raise_if_failed()
+        return
+    data = report.to_dict()
+    try:
+        report.raise_if_failed()
+    except VerifyError as e:
+        # One JSON document on stdout: the report, with the error the group reports on stderr.
+        data.update(error=one_line(e), exit_code=e.exit_code)
+        click.echo(json.dumps(data, indent=2))
+        ctx.meta[JSON_DONE] = True
+        raise
+    click.echo(json.dumps(data, indent=2))
 
 
 @cli.command("all")
@@ -316,6 +387,7 @@ def all_cmd(
 
     A stage whose result is already present and valid is not redone.
     """
+    _check_one_source(options["urls"], options["from_path"])
     from danbert_convert.workflow import run_all
 
     fetch_options = {"retries": retries, "timeout": _timeouts(timeout)}
@@ -351,4 +423,7 @@ def inspect_cmd(src: Path, config: Path | None, as_json: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="danbert")
+    """Run `danbert` (see danbert_convert.__main__, the entry point that also guards imports)."""
+    from danbert_convert.__main__ import main as run
+
+    run()

@@ -475,8 +475,10 @@ def fetch(
 
     `model` names a registry release (the default one if neither it nor `urls` is given);
     `urls` replace the registry's sources. `from_path` takes a local zip or unpacked folder
-    instead of downloading. An existing verified zip is not downloaded again.
+    instead of downloading (not both). An existing verified zip is not downloaded again.
     """
+    if urls and from_path is not None:
+        raise ValueError("urls and from_path exclude each other: download, or use a local copy")
     dest = Path(dest)
     expected = check_sha256(sha256) if sha256 else None
     release: Release | None = None
