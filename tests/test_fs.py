@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -146,6 +147,30 @@ def test_ctrl_c_while_removing_the_old_copy_is_not_a_failure(full_release, tmp_p
     assert r.exit_code == 0, r.output
     assert f"removed {old}, left by an interrupted run (pid {os.getpid()})\n" in r.stderr
     assert siblings(tmp_path) == ["out"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_ctrl_c_between_the_two_renames_finishes_the_swap(full_release, tmp_path, monkeypatch):
+    """A real SIGINT right after OUT moved aside: the new OUT still goes in, then success."""
+    out = tmp_path / "out"
+    assert run("convert", full_release, out).exit_code == 0
+    real_replace = os.replace
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        if Path(dst).name.startswith(".out.old-"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", replace)
+    r = run("convert", full_release, out, "--force", "--format", "both")
+    monkeypatch.undo()
+    assert r.exit_code == 0, r.output
+    assert f"warning: interrupted after {out} was complete; it is kept\n" in r.stderr
+    assert (out / "pytorch_model.bin").is_file()
+    assert siblings(tmp_path) == ["out"]
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C works again afterwards
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
 
 
 def test_stale_old_copy_is_kept_while_out_is_missing(full_release, tmp_path):
