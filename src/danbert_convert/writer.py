@@ -87,7 +87,9 @@ def write_safetensors(
             f.write(chunk)
             digest.update(chunk)
         for t in tensors:
-            data = memoryview(produce(t)).cast("B")  # type: ignore[arg-type]
+            # Bytes via a uint8 view: a memoryview of an ml_dtypes bfloat16 array (TensorFlow's
+            # reader returns those) refuses the dtype.
+            data = np.ascontiguousarray(produce(t)).reshape(-1).view(np.uint8).data
             f.write(data)
             digest.update(data)
             if on_tensor:
