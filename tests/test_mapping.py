@@ -26,7 +26,7 @@ WORDS = "bert/embeddings/word_embeddings"
 # --- item 5: weights must be floating point --------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", ["int32", "float64", "int64"])
+@pytest.mark.parametrize("dtype", ["int32", "float64"])
 @pytest.mark.parametrize("reader", ["native", "tensorflow"])
 def test_non_float_weight_is_refused_before_reading_data(release, tmp_path, dtype, reader):
     v = bert_variables(TINY_CONFIG)

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -79,12 +80,12 @@ def count_nonfinite(value: np.ndarray) -> int:
     return 0
 
 
-def check_finite(value: np.ndarray, name: str, where: object) -> None:
-    """Raise InputError naming `where` (a file) and variable `name` if `value` has NaN/Inf."""
+def check_finite(value: np.ndarray, name: str, where: Callable[[], object]) -> None:
+    """Raise InputError naming the file `where()` and variable `name` if `value` has NaN/Inf."""
     bad = count_nonfinite(value)
     if bad:
         raise InputError(
-            f"{where}: variable {name} holds NaN/Inf ({bad} of {value.size} values); "
+            f"{where()}: variable {name} holds NaN/Inf ({bad} of {value.size} values); "
             "a model with non-finite weights computes nothing useful"
         )
 

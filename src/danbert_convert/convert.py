@@ -198,7 +198,7 @@ def _write_weights(
 
     def produce(t: TensorPlan) -> np.ndarray:
         value = ckpt.read(t.tf)
-        check_finite(value, t.tf, ckpt.data_file(t.tf))
+        check_finite(value, t.tf, lambda: ckpt.data_file(t.tf))
         return transform(t, value)
 
     with tqdm(total=len(order), unit="tensor", desc="convert", disable=_disable(progress)) as bar:
