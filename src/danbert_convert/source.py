@@ -80,7 +80,7 @@ def read_config(path: Path) -> dict:
 def _nonfinite(obj: object) -> tuple[str, float] | None:
     """The key path and value of the first NaN/Infinity in a parsed JSON value, if any."""
     stack: list[tuple[str, object]] = [("", obj)]
-    while stack:  # iterative: json.loads accepts nesting deeper than Python's recursion limit
+    while stack:  # a loop, not recursion: no depth limit of its own
         where, value = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
             return where, value
