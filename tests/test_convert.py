@@ -631,3 +631,64 @@ def test_failed_write_names_the_file(full_release, tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: [Errno 27] File too large: ") and "model.safetensors" in last
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+@pytest.mark.parametrize("fmt", ["bin", "both"])
+def test_failed_bin_write_names_the_file(full_release, tmp_path, fmt):
+    # model.safetensors (30 kB) fits under the limit, pytorch_model.bin (40 kB) does not:
+    # torch.save alone reports that as a RuntimeError naming neither file nor cause.
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (35000, resource.RLIM_INFINITY))\n"
+        "from danbert_convert.cli import main\n"
+        "sys.argv = ['danbert', '-q', 'convert', *sys.argv[1:3], '--format', sys.argv[3]]\n"
+        "main()\n"
+    )
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-c", script, str(full_release), str(out), fmt],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: [Errno 27] File too large: ") and last.endswith(
+        "pytorch_model.bin'"
+    ), last
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+NAN_VARIABLE = "bert/encoder/layer_1/attention/self/value/kernel"
+
+
+@pytest.mark.parametrize(("bad", "count"), [("nan", 1), ("inf", 2)])
+@pytest.mark.parametrize("reader", ["native", "tensorflow"])
+def test_non_finite_weight_is_refused(release, tmp_path, bad, count, reader):
+    v = bert_variables(TINY_CONFIG)
+    value = v[NAN_VARIABLE].copy()
+    if bad == "nan":
+        value[3, 5] = np.nan
+    else:
+        value[0, 0], value[15, 15] = np.inf, -np.inf
+    src = release(f"nonfinite-{bad}", variables=with_training_state({**v, NAN_VARIABLE: value}))
+    out = tmp_path / "outs" / "out"
+    r = CliRunner().invoke(cli, ["-q", "convert", str(src), str(out), "--reader", reader])
+    assert r.exit_code == 3, r.output
+    assert "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1] == (
+        f"error: {src / 'bert_model.ckpt.data-00000-of-00001'}: variable {NAN_VARIABLE} holds "
+        f"NaN/Inf ({count} of 256 values); a model with non-finite weights computes nothing useful"
+    )
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_non_finite_optimizer_slot_does_not_matter(release, tmp_path):
+    """Only what is converted is checked: a NaN in an Adam slot is left behind with the slot."""
+    v = with_training_state(bert_variables(TINY_CONFIG))
+    v[f"{NAN_VARIABLE}/adam_v"] = np.full((16, 16), np.nan, np.float32)
+    src = release("nan-slot", variables=v)
+    convert(src, tmp_path / "out")
+    from safetensors.numpy import load_file
+
+    w = load_file(tmp_path / "out" / "model.safetensors")
+    assert all(np.isfinite(a).all() for a in w.values())

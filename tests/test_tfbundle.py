@@ -7,6 +7,7 @@ result too, so the writer cannot share a misunderstanding with the reader.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -591,3 +592,161 @@ def test_convert_imports_neither_tensorflow_nor_torch(full_release: Path, tmp_pa
     top = {m.split(".")[0] for m in result["modules"]}
     assert "danbert_convert.tfbundle" in result["modules"]
     assert not top & {"tensorflow", "torch", "transformers", "ml_dtypes"}
+
+
+# --- untrusted numbers in the index: one line, nothing allocated for them -------------------
+
+
+def _rebuild_index(prefix: Path, change) -> None:
+    """Rewrite `prefix`.index with `change(key, value) -> value` applied to every entry, as one
+    uncompressed block with valid CRCs (TensorFlow's layout)."""
+    entries = [(key, change(key, value)) for key, value in _table_entries(prefix)]
+    Path(f"{prefix}.index").write_bytes(build_table([entries], compress=False))
+
+
+@pytest.mark.parametrize(
+    ("tail", "why"),
+    [
+        (b"\x80", "truncated varint"),  # a field tag that stops after a continuation byte
+        (b"\x20\xff", "truncated varint"),  # field 4 (offset) whose varint stops likewise
+        (b"\x12\x05\x12", "truncated length-delimited field"),  # a shape claiming 5 bytes
+    ],
+)
+def test_entry_ending_mid_varint_names_the_variable(full_release, tmp_path, tail, why) -> None:
+    prefix = copy_release(full_release, tmp_path / "r")
+    name = "bert/encoder/layer_0/output/dense/kernel"
+    _rebuild_index(prefix, lambda key, value: value + tail if key == name.encode() else value)
+    with pytest.raises(InputError) as e:
+        BundleReader(prefix)
+    assert str(e.value) == f"{prefix}.index: cannot parse variable {name}: {why}"
+
+
+def test_entry_claiming_more_than_its_shard_holds(full_release, tmp_path) -> None:
+    """A 4 GB tensor claimed by a 76 kB shard: refused before a buffer is allocated for it
+    (checked in a child whose address space could not hold that buffer)."""
+    prefix = copy_release(full_release, tmp_path / "r")
+    name = "bert/pooler/dense/kernel"
+    with BundleReader(prefix) as reader:
+        e = reader.entry(name)
+        shard_size = reader.data_path(0).stat().st_size
+    claim = entry_proto(1, (1 << 15, 1 << 15), 0, 8, 1 << 32, e.crc32c)
+    _rebuild_index(prefix, lambda key, value: claim if key == name.encode() else value)
+    r = _limited_child(
+        f"""
+        from danbert_convert.tfbundle import BundleReader
+        with BundleReader({str(prefix)!r}) as reader:
+            reader.read({name!r})
+        """
+    )
+    assert r.returncode == 1 and "Traceback" in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"danbert_convert.errors.InputError: {prefix}.data-00000-of-00001: truncated data shard: "
+        f"variable {name} needs bytes 8..{8 + (1 << 32)}, the file ends at {shard_size}"
+    )
+
+
+def test_snappy_block_claiming_gigabytes(full_release, tmp_path) -> None:
+    """A snappy block's length preamble is allocated at once by the decompressor, which aborts
+    the process when it cannot: a claim no valid block can make is refused first."""
+    prefix = copy_release(full_release, tmp_path / "r")
+    contents = build_block(_table_entries(prefix), 16)
+    packed = bytes(cramjam.snappy.compress_raw(contents))
+    _, body = read_varint(packed, 0)
+    packed = varint((1 << 32) - 1) + packed[body:]
+    table = bytearray()
+    table += packed + b"\x01"
+    table += struct.pack("<I", mask_crc(crc32c(b"\x01", crc32c(packed))))
+    handle = varint(0) + varint(len(packed))
+    meta = append_block(table, build_block([], 1), False)
+    idx = append_block(table, build_block([(b"\xff", handle)], 1), False)
+    footer = (meta + idx).ljust(FOOTER_SIZE - 8, b"\0")
+    magic = struct.pack("<II", TABLE_MAGIC & 0xFFFFFFFF, TABLE_MAGIC >> 32)
+    Path(f"{prefix}.index").write_bytes(bytes(table) + footer + magic)
+    r = _limited_child(
+        f"""
+        from danbert_convert.tfbundle import BundleReader
+        BundleReader({str(prefix)!r})
+        """
+    )
+    assert r.returncode == 1, r.stderr  # an abort would be -6
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"danbert_convert.errors.InputError: {prefix}.index: data block at offset 0: bad snappy "
+        f"data: claims {(1 << 32) - 1} bytes from {len(packed)}"
+    )
+
+
+def _limited_child(code: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter limited to 1 GB of address space."""
+    script = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n" + textwrap.dedent(code)
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scratch(full_release, tmp_path_factory) -> tuple[Path, list[tuple[bytes, bytes]]]:
+    """A copy of the release whose index the examples below overwrite, and its entries."""
+    prefix = copy_release(full_release, tmp_path_factory.mktemp("scratch") / "r")
+    return prefix, _table_entries(prefix)
+
+
+_MUTATIONS = st.sampled_from(["truncate", "flip", "insert", "set"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    which=st.integers(0, 10**6),
+    how=_MUTATIONS,
+    at=st.integers(0, 10**6),
+    byte=st.integers(0, 255),
+    extra=st.binary(min_size=1, max_size=12),
+)
+def test_mangled_entries_give_input_errors_only(scratch, which, how, at, byte, extra) -> None:
+    """Any damage to an entry's bytes that the block CRC cannot see (it is recomputed) ends in
+    a clean read or an InputError: never IndexError, struct.error, MemoryError and the like."""
+    prefix, entries = scratch
+    target = entries[which % len(entries)][0]
+
+    def mangle(value: bytes) -> bytes:
+        i = at % (len(value) + 1)
+        if how == "truncate":
+            return value[:i]
+        if how == "insert":
+            return value[:i] + extra + value[i:]
+        if not value:
+            return extra
+        i %= len(value)
+        new = bytes([value[i] ^ (byte or 1)]) if how == "flip" else bytes([byte])
+        return value[:i] + new + value[i + 1 :]
+
+    changed = [(k, mangle(v) if k == target else v) for k, v in entries]
+    Path(f"{prefix}.index").write_bytes(build_table([changed], compress=False))
+    try:
+        reader = BundleReader(prefix)
+    except InputError:
+        return
+    with reader:
+        for name in reader.variables():
+            with contextlib.suppress(InputError):
+                reader.read(name)
+
+
+@settings(max_examples=100, deadline=None)
+@given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1,
+                      max_size=4))  # fmt: skip
+def test_mangled_block_layout_gives_input_errors_only(scratch, flips):
+    """Flipped bytes anywhere in a data block (entry headers, keys, restart array), CRC valid."""
+    prefix, entries = scratch
+
+    def mangle(contents: bytes) -> bytes:
+        data = bytearray(contents)
+        for at, mask in flips:
+            data[at % len(data)] ^= mask
+        return bytes(data)
+
+    Path(f"{prefix}.index").write_bytes(build_table([entries], False, 16, mangle))
+    with contextlib.suppress(InputError):
+        BundleReader(prefix).close()

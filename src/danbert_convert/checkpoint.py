@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import codecs
 import logging
+import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,7 +34,8 @@ class VariableInfo:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        # Python ints: an index can claim dimensions whose product overflows int64.
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 class CheckpointReader(Protocol):
@@ -48,7 +51,43 @@ class CheckpointReader(Protocol):
         """One variable's value; raises InputError naming the file and variable on failure."""
         ...
 
+    def data_file(self, name: str) -> Path:
+        """The file that holds the variable's bytes, for messages about its values."""
+        ...
+
     def close(self) -> None: ...
+
+
+# Elements per step of the finiteness check: its scratch buffer stays small and in cache.
+_FINITE_STEP = 1 << 18
+
+
+def count_nonfinite(value: np.ndarray) -> int:
+    """How many NaN or infinite values `value` holds (0 for integer and bool arrays).
+
+    Exact and about as fast as one read of the data, with a fixed 256 kB of scratch.
+    """
+    if value.dtype.kind not in "fc" and value.dtype.name != "bfloat16":
+        return 0
+    flat = value.reshape(-1)
+    scratch = np.empty(min(_FINITE_STEP, flat.size), dtype=np.bool_)
+    for start in range(0, flat.size, _FINITE_STEP):
+        part = flat[start : start + _FINITE_STEP]
+        ok = scratch[: part.size]
+        np.isfinite(part, out=ok)
+        if not ok.all():
+            return int(np.count_nonzero(~np.isfinite(flat)))
+    return 0
+
+
+def check_finite(value: np.ndarray, name: str, where: Callable[[], object]) -> None:
+    """Raise InputError naming the file `where()` and variable `name` if `value` has NaN/Inf."""
+    bad = count_nonfinite(value)
+    if bad:
+        raise InputError(
+            f"{where()}: variable {name} holds NaN/Inf ({bad} of {value.size} values); "
+            "a model with non-finite weights computes nothing useful"
+        )
 
 
 def data_files(prefix: Path) -> list[Path]:
@@ -82,22 +121,55 @@ def find_checkpoint(src: Path) -> Path:
 
 
 def _state_file_prefix(src: Path, state: Path) -> Path | str:
-    """The prefix the state file names, if it exists here; else the name as written."""
-    text = state.read_text(encoding="utf-8", errors="replace")
+    """The prefix the state file names, if it is in `src`; else the name as written.
+
+    A name outside `src` (absolute, or with `..`) is used only as its base name inside `src`
+    (the training machine's path, copied here); a checkpoint that exists out there is refused,
+    so that config and vocab from `src` are never paired with another folder's weights.
+    """
+    try:
+        text = state.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise InputError(f"{state}: cannot read: {e.strerror or e}") from None
     m = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
     if not m:
         raise InputError(f"{state}: no model_checkpoint_path line")
     # A text-format string: C escapes, as in a Windows path C:\\run\\model.ckpt or the
     # octal UTF-8 bytes older TF wrote for non-ASCII names.
-    raw = codecs.escape_decode(m.group(1).encode("utf-8"))[0]
+    try:
+        raw = codecs.escape_decode(m.group(1).encode("utf-8"))[0]
+    except ValueError as e:
+        raise InputError(f'{state}: model_checkpoint_path "{m.group(1)}": {e}') from None
     written = raw.decode("utf-8", errors="replace")
-    prefix = Path(written)
-    for candidate in (prefix if prefix.is_absolute() else src / prefix,
-                      # Often the training machine's absolute path: try its base name here.
-                      src / re.split(r"[\\/]", written)[-1]):  # fmt: skip
-        if Path(f"{candidate}.index").is_file():
-            return candidate
+    named = Path(written) if Path(written).is_absolute() else src / written
+    inside = _lexically_inside(Path(f"{named}.index"), src)
+    if inside and _has_index(named):
+        return named
+    base = re.split(r"[\\/]", written)[-1]
+    if base not in ("", ".", "..") and _has_index(src / base):
+        return src / base
+    if not inside and _has_index(named):
+        raise InputError(
+            f"{state} names the checkpoint {written}, outside {src}; to convert it with the "
+            f"config and vocab of {src}, say so with --checkpoint"
+        )
     return written
+
+
+def _has_index(prefix: Path) -> bool:
+    try:
+        return Path(f"{prefix}.index").is_file()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte
+        return False
+
+
+def _lexically_inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, with `..` resolved on paper (links not followed), lies in `folder`."""
+    p, f = os.path.abspath(path), os.path.abspath(folder)
+    try:
+        return os.path.commonpath([p, f]) == f
+    except ValueError:  # Windows: another drive
+        return False
 
 
 def normalize_prefix(path: Path) -> Path:
@@ -166,6 +238,11 @@ class TensorFlowReader:
             return np.asarray(self._reader.get_tensor(name))
         except Exception as e:
             raise InputError(f"{self.prefix}: variable {name}: {one_line(e)}") from e
+
+    def data_file(self, name: str) -> Path:
+        # TensorFlow does not say which shard holds a variable; one shard is the usual case.
+        shards = data_files(self.prefix)
+        return shards[0] if len(shards) == 1 else self.prefix
 
     def close(self) -> None:
         self._reader = None

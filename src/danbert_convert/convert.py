@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from danbert_convert import __version__
@@ -22,9 +23,9 @@ from danbert_convert._fs import (
     sha256_file,
     write_json,
 )
-from danbert_convert.checkpoint import TensorFlowReader, open_checkpoint
+from danbert_convert.checkpoint import TensorFlowReader, check_finite, open_checkpoint
 from danbert_convert.errors import InputError
-from danbert_convert.mapping import Plan, plan
+from danbert_convert.mapping import Plan, TensorPlan, plan
 from danbert_convert.source import discover
 from danbert_convert.tokenizer import settings_for, write_tokenizer
 from danbert_convert.writer import (
@@ -138,6 +139,12 @@ def convert(
             )
         for name in p.unknown:
             warnings.append(f"{source.checkpoint}: ignored unrecognised variable {name}")
+        if "num_labels" in source.config and "num_labels" not in p.derived_config:
+            # transformers makes a label table of that size on load: it sizes nothing here.
+            warnings.append(
+                f"{source.config_path}: num_labels {source.config['num_labels']!r} left out of "
+                "config.json: the checkpoint has no classifier head (output_weights)"
+            )
         for w in warnings:
             log.warning(w)
 
@@ -188,11 +195,17 @@ def _write_weights(
 ) -> dict[str, str]:
     """Stream the planned tensors into model.safetensors (and the .bin if asked); returns hashes."""
     order = sorted(p.tensors, key=lambda t: t.tf)  # checkpoint order: sequential reads
+
+    def produce(t: TensorPlan) -> np.ndarray:
+        value = ckpt.read(t.tf)
+        check_finite(value, t.tf, lambda: ckpt.data_file(t.tf))
+        return transform(t, value)
+
     with tqdm(total=len(order), unit="tensor", desc="convert", disable=_disable(progress)) as bar:
         digest = write_safetensors(
             folder / WEIGHTS_NAME,
             order,
-            lambda t: transform(t, ckpt.read(t.tf)),
+            produce,
             metadata={"converted_by": f"danbert-convert {__version__}"},
             on_tensor=lambda t: bar.update(),
         )

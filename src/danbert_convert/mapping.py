@@ -7,7 +7,9 @@ is read, and decides which transformers class the tensors make up.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from danbert_convert.checkpoint import VariableInfo
@@ -110,6 +112,9 @@ SKIP_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
      "mixed-precision loss-scaling state"),
 )  # fmt: skip
 
+# What a weight may be stored as; an integer embedding table is no model.
+WEIGHT_DTYPES = ("float32", "float16", "bfloat16")
+
 _TF2_MARKERS = ("_CHECKPOINTABLE_OBJECT_GRAPH", ".ATTRIBUTES/VARIABLE_VALUE", "layer_with_weights-")
 
 
@@ -149,7 +154,7 @@ class TensorPlan:
     def nbytes(self) -> int:
         import numpy as np
 
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
 @dataclass
@@ -181,16 +186,21 @@ def _choose_architecture(heads: set[str], where: str) -> Architecture:
     )
 
 
+def _config_int(config: dict, key: str, config_name: str, needed_for: str = "") -> int:
+    """A size from the config: a positive integer, or one line naming the key."""
+    if key not in config:
+        raise InputError(f"{config_name}: missing key {key!r}" + needed_for)
+    value = config[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{config_name}: {key} is {value!r}; it must be a positive integer")
+    return value
+
+
 def _expected_shape(rule: Rule, config: dict, config_name: str, tf_name: str) -> tuple[int, ...]:
-    dims = []
-    for d in rule.shape:
-        if isinstance(d, int):
-            dims.append(d)
-            continue
-        if d not in config:
-            raise InputError(f"{config_name}: missing key {d!r} (needed for {tf_name})")
-        dims.append(int(config[d]))
-    return tuple(dims)
+    return tuple(
+        d if isinstance(d, int) else _config_int(config, d, config_name, f" (needed for {tf_name})")
+        for d in rule.shape
+    )
 
 
 def plan(
@@ -239,9 +249,14 @@ def plan(
         head = variables.get("output_bias") or variables["output_weights"]
         derived["num_labels"] = head.shape[0]
         derived_from = {"num_labels": head.name}
+        if "num_labels" in config:
+            said = _config_int(config, "num_labels", config_name)
+            if said != head.shape[0]:
+                raise InputError(f"num_labels {said} in {config_name} vs {head.shape[0]} rows in "
+                                 f"{head.name} of {checkpoint_name}")  # fmt: skip
     cfg = {**config, **derived}
 
-    n_layers = int(cfg.get("num_hidden_layers", -1))
+    n_layers = _config_int(cfg, "num_hidden_layers", config_name)
     tensors: list[TensorPlan] = []
     for name, rule, layer in matched:
         if rule.group == "pooler" and not arch.pooler:
@@ -251,6 +266,13 @@ def plan(
             raise InputError(
                 f"{checkpoint_name}: {name} is layer {layer}, but num_hidden_layers is "
                 f"{n_layers} in {config_name}"
+            )
+        dtype = variables[name].dtype
+        if dtype.name not in WEIGHT_DTYPES:
+            kind = dtype.name if dtype.kind != "O" else "object (a string or other non-number)"
+            raise InputError(
+                f"{checkpoint_name}: variable {name} has dtype {kind}; weights must be "
+                f"{', '.join(WEIGHT_DTYPES[:-1])} or {WEIGHT_DTYPES[-1]}"
             )
         expected = _expected_shape(rule, cfg, config_name, name)
         actual = variables[name].shape
@@ -276,6 +298,7 @@ def plan(
         )  # fmt: skip
 
     _check_unique(tensors, checkpoint_name)
+    _check_layer_count(matched, n_layers, config_name, checkpoint_name)
     _check_complete(tensors, arch, n_layers, checkpoint_name)
     tensors.sort(key=lambda t: t.hf)
     return Plan(arch, tensors, dict(sorted(skipped.items())), sorted(unknown), derived)
@@ -296,6 +319,23 @@ def _check_unique(tensors: list[TensorPlan], checkpoint_name: str) -> None:
         seen[t.hf] = t.tf
 
 
+def _check_layer_count(
+    matched: list[tuple[str, Rule, int | None]],
+    n_layers: int,
+    config_name: str,
+    checkpoint_name: str,
+) -> None:
+    """More layers in the config than in the checkpoint: one line, before any per-layer work.
+
+    (A config saying 1000000000 layers must not make a list of them.)
+    """
+    present = 1 + max((layer for _, _, layer in matched if layer is not None), default=-1)
+    if n_layers > present:
+        have = f"layer_0 to layer_{present - 1}" if present else "no bert/encoder/layer_*"
+        raise InputError(f"num_hidden_layers {n_layers} in {config_name} vs {present} layers "
+                         f"({have}) in {checkpoint_name}")  # fmt: skip
+
+
 def _check_complete(
     tensors: list[TensorPlan], arch: Architecture, n_layers: int, checkpoint_name: str
 ) -> None:
@@ -305,7 +345,7 @@ def _check_complete(
     for rule in TENSOR_MAP:
         if rule.group not in groups:
             continue
-        layers: list[int | None] = list(range(n_layers)) if "{i}" in rule.tf else [None]
+        layers: Iterable[int | None] = range(n_layers) if "{i}" in rule.tf else [None]
         for layer in layers:
             if _hf_name(rule, layer, arch) not in have:
                 tf = rule.tf.replace("{i}", str(layer)) if layer is not None else rule.tf

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from danbert_convert.checkpoint import data_files, find_checkpoint, normalize_prefix
 from danbert_convert.errors import InputError
-
-log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 REQUIRED_CONFIG_KEYS = (
@@ -46,13 +44,25 @@ def _find_file(src: Path, name: str, override: Path | None, what: str) -> Path:
 
 
 def read_config(path: Path) -> dict:
-    """bert_config.json as a dict, checked for the keys a BERT needs."""
+    """bert_config.json as a dict, checked for the keys a BERT needs and for NaN/Infinity."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from e
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    try:
+        config = json.loads(text)
+    except RecursionError:
+        raise InputError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # JSONDecodeError, and ints of more than 4300 digits
+        raise InputError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a JSON object")
+    bad = _nonfinite(config)
+    if bad is not None:
+        # json reads NaN, Infinity and numbers like 1e400 (as inf); config.json must not hold them.
+        raise InputError(f"{path}: {bad[0]} is {bad[1]}; numbers must be finite")
     for key in REQUIRED_CONFIG_KEYS:
         value = config.get(key)
         if not isinstance(value, int) or isinstance(value, bool):
@@ -67,10 +77,27 @@ def read_config(path: Path) -> dict:
     return config
 
 
+def _nonfinite(obj: object) -> tuple[str, float] | None:
+    """The key path and value of the first NaN/Infinity in a parsed JSON value, if any."""
+    stack: list[tuple[str, object]] = [("", obj)]
+    while stack:  # a loop, not recursion: no depth limit of its own
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where, value
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else k, v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+    return None
+
+
 def read_vocab(path: Path, vocab_size: int) -> list[str]:
-    """vocab.txt as a list of tokens; longer than vocab_size or lacking BERT's specials: error."""
+    """vocab.txt as a list of tokens; longer than vocab_size, with a token twice or lacking
+    BERT's specials: error."""
     try:
         text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e})") from e
     vocab = text.split("\n")
@@ -81,13 +108,16 @@ def read_vocab(path: Path, vocab_size: int) -> list[str]:
         raise InputError(
             f"{path}: {len(vocab)} tokens, more than vocab_size {vocab_size} in the config"
         )
-    seen = set(vocab)
-    if len(seen) < len(vocab):
-        # BERT's own load_vocab lets the later line win; so do the tokenizers we write.
-        log.warning(
-            "%s: %d repeated tokens; the last occurrence of each wins", path, len(vocab) - len(seen)
-        )
-    missing = [t for t in SPECIAL_TOKENS if t not in seen]
+    # A repeated token has two ids: config.json, tokenizer.json and BERT's own load_vocab
+    # would each pick a different one (pad_token_id 0 here, 5 there).
+    first: dict[str, int] = {}
+    for line, token in enumerate(vocab, 1):
+        if token in first:
+            raise InputError(
+                f"{path}: token {token!r} appears twice, on lines {first[token]} and {line}"
+            )
+        first[token] = line
+    missing = [t for t in SPECIAL_TOKENS if t not in first]
     if missing:
         raise InputError(f"{path}: special token {missing[0]} is missing")
     return vocab

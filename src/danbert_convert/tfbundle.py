@@ -18,6 +18,7 @@ Decisions:
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import sys
@@ -325,6 +326,18 @@ class _Table:
         if kind == SNAPPY:
             import cramjam  # only old TF 1.x writers compressed index blocks
 
+            # The block starts with its uncompressed length, which cramjam allocates at once
+            # (and aborts the process if it cannot). Snappy's best case is a 3-byte copy of
+            # 64 bytes, so no valid block claims more than 64/3 of its own size.
+            try:
+                claimed, _ = read_varint(raw, 0)
+            except ValueError:
+                claimed = 0
+            if claimed > len(raw) * 64 // 3:
+                raise InputError(
+                    f"{self.path}: {what} at offset {offset}: bad snappy data: claims "
+                    f"{claimed} bytes from {size}"
+                )
             try:
                 return bytes(cramjam.snappy.decompress_raw(raw))
             except Exception as e:
@@ -444,6 +457,9 @@ class BundleReader:
     def data_path(self, shard: int) -> Path:
         return data_filename(self.prefix, shard, self.header.num_shards)
 
+    def data_file(self, name: str) -> Path:
+        return self.data_path(self.entry(name).shard_id)
+
     def _fd(self, shard: int, name: str) -> int:
         fd = self._fds.get(shard)
         if fd is None:
@@ -496,15 +512,26 @@ class BundleReader:
                 f"{self.index_path}: variable {name} has dtype {_dtype_name(entry.dtype)}, "
                 "which this reader does not support"
             )
-        count = int(np.prod(entry.shape, dtype=np.int64))
+        count = math.prod(entry.shape)  # Python ints: no int64 overflow
         path = self.data_path(entry.shard_id)
         if entry.size != count * stored.itemsize:
             raise InputError(
                 f"{self.index_path}: variable {name}: index says {entry.size} bytes, but shape "
                 f"{list(entry.shape)} of {_dtype_name(entry.dtype)} takes {count * stored.itemsize}"
             )
+        fd = self._fd(entry.shard_id, name)
+        # The index's numbers are untrusted: nothing is allocated for bytes the shard lacks.
+        try:
+            end = os.fstat(fd).st_size
+        except OSError as e:
+            raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+        if entry.offset + entry.size > end:
+            raise InputError(
+                f"{path}: truncated data shard: variable {name} needs bytes {entry.offset}.."
+                f"{entry.offset + entry.size}, the file ends at {end}"
+            )
         buf = np.empty(entry.size, dtype=np.uint8)
-        self._read_into(self._fd(entry.shard_id, name), buf, entry.offset, path, name)
+        self._read_into(fd, buf, entry.offset, path, name)
         actual = mask_crc(crc32c(buf))
         if actual != entry.crc32c:
             raise InputError(

@@ -6,15 +6,18 @@ read, transformed and written once, so memory holds one tensor at a time.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from danbert_convert._fs import blame
+from danbert_convert.errors import one_line
 from danbert_convert.mapping import TRANSPOSE, Plan, TensorPlan
 
 SAFETENSORS_DTYPES = {
@@ -84,7 +87,9 @@ def write_safetensors(
             f.write(chunk)
             digest.update(chunk)
         for t in tensors:
-            data = memoryview(produce(t)).cast("B")  # type: ignore[arg-type]
+            # Bytes via a uint8 view: a memoryview of an ml_dtypes bfloat16 array (TensorFlow's
+            # reader returns those) refuses the dtype.
+            data = np.ascontiguousarray(produce(t)).reshape(-1).view(np.uint8).data
             f.write(data)
             digest.update(data)
             if on_tensor:
@@ -92,12 +97,42 @@ def write_safetensors(
     return digest.hexdigest()
 
 
+class _Recorder:
+    """A file wrapper that remembers the OSError of a failed write: torch.save may report
+    it as a RuntimeError ("unexpected pos ...") that names neither the file nor the cause."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def write_bin(safetensors_path: Path, path: Path) -> None:
-    """A PyTorch pickle of the same tensors, for tools that still want pytorch_model.bin."""
+    """A PyTorch pickle of the same tensors, for tools that still want pytorch_model.bin.
+
+    A failed write (full disk) is an OSError naming `path`, as for the other files.
+    """
     import torch
     from safetensors.torch import load_file
 
-    torch.save(load_file(str(safetensors_path)), path)
+    state = load_file(str(safetensors_path))
+    with blame(path), open(path, "wb") as f:
+        out = _Recorder(f)
+        try:
+            torch.save(state, out)  # type: ignore[arg-type]
+        except RuntimeError as e:
+            if out.error is not None:
+                raise out.error from e
+            raise OSError(errno.EIO, f"cannot write it ({one_line(e)})", str(path)) from e
 
 
 def hf_config(
@@ -112,9 +147,14 @@ def hf_config(
     config.setdefault("layer_norm_eps", 1e-12)  # Google BERT's LayerNorm epsilon
     config["pad_token_id"] = pad_token_id
     if "num_labels" in plan.derived_config:
+        # From the classifier's shape, which the plan checked against bert_config.json.
         n = int(str(plan.derived_config["num_labels"]))
         config["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
         config["label2id"] = {f"LABEL_{i}": i for i in range(n)}
+    else:
+        # Without a classifier the key sizes nothing but the label table transformers builds
+        # from it on load, which an absurd value would make huge.
+        config.pop("num_labels", None)
     return config
 
 
