@@ -26,8 +26,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -236,14 +236,13 @@ def _check_weights(st: _State) -> Check:
                             f"({arch} has none)")  # fmt: skip
                 keys = [k for k in keys if not k.startswith("pooler.")]
             if keys:
-                problems.append(f"{load.__name__}: {kind.replace('_', ' ')}: {keys[0]}"
-                                + (f" (+{len(keys) - 1})" if len(keys) > 1 else ""))  # fmt: skip
+                problems.append(f"{load.__name__}: {kind.replace('_', ' ')}: {_first(keys)}")
         if load is cls:
             st.model = model.eval()
     # The loaders cast to the model's dtype, so an int32 tensor or a NaN is only seen in the file.
     for name in (WEIGHTS_NAME, BIN_NAME):
         if (st.out / name).is_file() and (bad := _scan_weights(st.out / name)):
-            problems.append(f"{name}: {bad[0]}" + (f" (+{len(bad) - 1})" if len(bad) > 1 else ""))
+            problems.append(f"{name}: {_first(bad)}")
     if problems:
         return Check("weights", FAIL, arch, "; ".join(problems))
     n = sum(p.numel() for p in st.model.parameters())
@@ -270,14 +269,17 @@ def _scan_weights(path: Path) -> list[str]:
     import torch
 
     problems = []
-    for key, t in _weight_tensors(path):
-        dtype = str(t.dtype).removeprefix("torch.")
-        if dtype not in FLOAT_DTYPES:
-            problems.append(f"{key} is {dtype}; weights must be {', '.join(FLOAT_DTYPES)}")
-            continue
-        bad = int(t.numel() - torch.isfinite(t).sum())
-        if bad:
-            problems.append(f"{key} has {bad} non-finite values (NaN or infinity)")
+    try:
+        for key, t in _weight_tensors(path):
+            dtype = str(t.dtype).removeprefix("torch.")
+            if dtype not in FLOAT_DTYPES:
+                problems.append(f"{key} is {dtype}; weights must be float32, float16 or bfloat16")
+                continue
+            # A NaN or infinity makes the sum non-finite (so does overflow: then count).
+            if not torch.isfinite(t.sum()) and (bad := int(t.numel() - torch.isfinite(t).sum())):
+                problems.append(f"{key} has {bad} non-finite values (NaN or infinity)")
+    except Exception as e:  # noqa: BLE001 - safetensors and torch raise their own kinds
+        problems.append(f"cannot be read: {one_line(e)}")
     return problems
 
 
@@ -301,80 +303,60 @@ def _check_tokenizer(st: _State) -> Check:
     except (OSError, ValueError, InputError) as e:
         return Check("tokenizer", FAIL, "", one_line(e))
     backend = st.fast.backend_tokenizer
-    problems: list[str] = []
-    data: dict[str, Any] = {}
     ids = {token: i for i, token in enumerate(vocab)}  # a repeated token: the last line wins
-    problems += _vocab_ids(backend, ids)
-    words, good, faulty, unreachable = _whole_words(backend, ids)
-    data.update(whole_words=len(words), failing=len(faulty), unreachable=len(unreachable),
-                failing_examples=faulty[:5], unreachable_examples=unreachable[:5])  # fmt: skip
-    if faulty:
-        problems.append(f"{len(faulty)} of {len(words)} whole-word tokens of vocab.txt do not "
-                        f"tokenize to themselves: {'; '.join(faulty[:3])}")  # fmt: skip
-    lowercase_needed = _needs_lowercase(vocab)
-    if lowercase_needed:
-        missed = _capitalised(backend, ids, good)
-        data.update(capitalised_failing=len(missed), capitalised_examples=missed[:5])
-        if missed:
-            problems.append(f"the vocab is uncased, but {len(missed)} capitalised words do "
-                            f"not give their token: {'; '.join(missed[:3])}")  # fmt: skip
-    # æ ø å as the vocab has them (and, for an uncased vocab, their capitals) must come out of
-    # the normaliser as the vocab has them: accent stripping would turn å into a.
-    letters = [c for c in "æøåÆØÅ" if any(c in t for t in vocab)]
-    if letters:
-        probe = letters + ([c.upper() for c in letters] if lowercase_needed else [])
-        want = [c.lower() if lowercase_needed else c for c in probe]
-        norm = backend.normalizer
-        got = [norm.normalize_str(c) if norm else c for c in probe]
-        if got != want:
-            problems.append(f"{' '.join(probe)!r} normalises to {' '.join(got)!r}, "
-                            f"expected {' '.join(want)!r} (accents or casing wrong)")  # fmt: skip
+    uncased = _is_uncased(vocab)
     lines = danish_sample()
-    differ = [line for line in lines if st.fast(line)["input_ids"] != slow(line)["input_ids"]]
-    if differ:
-        problems.append(f"fast != slow on {len(differ)} of {len(lines)} sample lines, "
-                        f"e.g. {differ[0]!r}")  # fmt: skip
-    do_lower = bool(getattr(slow, "do_lower_case", st.fast.init_kwargs.get("do_lower_case")))
-    if st.manifest and "lowercase" in st.manifest.get("settings", {}):
-        recorded = bool(st.manifest["settings"]["lowercase"])
-        if do_lower != recorded:
-            problems.append(f"lowercase={do_lower}, the conversion recorded lowercase={recorded}")
+    parts = [
+        _vocab_ids(backend, ids),
+        _whole_words(backend, ids, uncased),
+        _letters(backend, vocab, uncased),
+        _fast_equals_slow(st.fast, slow, lines),
+        _casing_recorded(st, slow),
+    ]
     tokens = [t for line in lines for t in st.fast.tokenize(line)]
     unk = tokens.count(st.fast.unk_token) / max(len(tokens), 1)
-    size = len(st.fast)
-    vocab_size = st.config.vocab_size
-    data.update(unknown_rate=unk, tokens=size, vocab_size=vocab_size, fast_equals_slow=not differ)
+    size, vocab_size = len(st.fast), st.config.vocab_size
     figure = f"unk {unk:.1%}, {size} tokens / vocab_size {vocab_size}"
+    problems = [p for part in parts for p in part.problems]
     if size > vocab_size:
         problems.append("the tokenizer has ids the model has no row for")
+    data = {"uncased": uncased, "unknown_rate": unk, "tokens": size, "vocab_size": vocab_size}
+    for part in parts:
+        data.update(part.data)
     if problems:
         return Check("tokenizer", FAIL, figure, "; ".join(problems), data)
-    parts = [f"{len(words) - len(unreachable)} whole words tokenize to themselves"]
-    if unreachable:
-        parts[0] += (f" ({len(unreachable)} more no text can produce, e.g. "
-                     f"{', '.join(unreachable[:3])})")  # fmt: skip
-    if lowercase_needed:
-        parts.append("capitalised too")
-    parts.append(f"fast = slow on {len(lines)} lines")
-    if letters:
-        parts.append(f"{' '.join(dict.fromkeys(want))} kept")
-    return Check("tokenizer", PASS, figure, "; ".join(parts), data)
+    return Check("tokenizer", PASS, figure, "; ".join(p.note for p in parts if p.note), data)
 
 
-def _vocab_ids(backend: Any, ids: dict[str, int]) -> list[str]:
-    """The fast tokenizer's vocabulary must be vocab.txt's, token for token and id for id."""
+@dataclass
+class _Part:
+    """One aspect of the tokenizer check: its problems, else a note for the pass line."""
+
+    problems: list[str] = field(default_factory=list)
+    note: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _first(items: list[str]) -> str:
+    """The first item, and how many more there are."""
+    return items[0] + (f" (+{len(items) - 1})" if len(items) > 1 else "")
+
+
+def _vocab_ids(backend: Any, ids: dict[str, int]) -> _Part:
+    """The fast tokenizer's vocabulary is vocab.txt's, token for token and id for id."""
     fast = backend.get_vocab(with_added_tokens=True)
     wrong = [t for t, i in ids.items() if fast.get(t) != i]
     extra = [t for t in fast if t not in ids]
-    problems = []
+    part = _Part(data={"ids_differing": len(wrong), "ids_extra": len(extra)})
     if wrong:
         t = wrong[0]
-        problems.append(f"{len(wrong)} tokens have another id in tokenizer.json than in vocab.txt, "
-                        f"e.g. {t!r}: {fast.get(t)}, line {ids[t] + 1} says {ids[t]}")  # fmt: skip
+        part.problems.append(f"{len(wrong)} tokens have another id in tokenizer.json than in "
+                             f"vocab.txt, e.g. {t!r}: {fast.get(t)}, line {ids[t] + 1} says "
+                             f"{ids[t]}")  # fmt: skip
     if extra:
-        problems.append(f"tokenizer.json has {len(extra)} tokens vocab.txt lacks, "
-                        f"e.g. {extra[0]!r}")  # fmt: skip
-    return problems
+        part.problems.append(f"tokenizer.json has {len(extra)} tokens vocab.txt lacks, e.g. "
+                             f"{extra[0]!r}")  # fmt: skip
+    return part
 
 
 def _reachable(word: str, max_chars: int) -> bool:
@@ -395,37 +377,62 @@ def _reachable(word: str, max_chars: int) -> bool:
     return [p for p, _ in pieces] == [word] and len(word) <= max_chars
 
 
-def _whole_words(
-    backend: Any, ids: dict[str, int]
-) -> tuple[list[str], list[str], list[str], list[str]]:
-    """Whole-word tokens: all, those that tokenize to themselves, failures, unreachable ones.
+def _whole_words(backend: Any, ids: dict[str, int], uncased: bool) -> _Part:
+    """Every whole-word token of the vocab, tokenized alone, gives its own id.
 
-    A failure is a reachable token that does not: it says what the normaliser made of it
-    (casing, accents) or which pieces it became.
+    A failure is a token some text could produce (see _reachable) but that does not come out
+    as itself: the detail says what the normaliser made of it (casing, accents) or which
+    pieces it became. Unreachable tokens are only counted. For an uncased vocab the words
+    in capitals must give the same ids.
     """
     words = [t for t in ids if not t.startswith("##") and not is_marker(t)]
     max_chars = int(getattr(backend.model, "max_input_chars_per_word", 100))
-    encodings = backend.encode_batch(words, add_special_tokens=False)
+    norm = backend.normalizer
     good: list[str] = []
     faulty: list[str] = []
     unreachable: list[str] = []
-    for word, enc in zip(words, encodings, strict=True):
+    for word, enc in zip(words, backend.encode_batch(words, add_special_tokens=False),
+                         strict=True):  # fmt: skip
         if enc.ids == [ids[word]]:
             good.append(word)
-            continue
-        if not _reachable(word, max_chars):
+        elif not _reachable(word, max_chars):
             unreachable.append(repr(word))
-            continue
-        norm = backend.normalizer.normalize_str(word) if backend.normalizer else word
-        if norm != word:
-            faulty.append(f"{word!r} normalises to {norm!r}")
+        elif norm and (n := norm.normalize_str(word)) != word:
+            faulty.append(f"{word!r} normalises to {n!r}")
         else:
             faulty.append(f"{word!r} gives {enc.tokens} {enc.ids}, not [{ids[word]}]")
-    return words, good, faulty, unreachable
+    part = _Part(data={"whole_words": len(words), "failing": len(faulty),
+                       "failing_examples": faulty[:5], "unreachable": len(unreachable),
+                       "unreachable_examples": unreachable[:5]})  # fmt: skip
+    if faulty:
+        part.problems.append(f"{len(faulty)} of {len(words)} whole-word tokens of vocab.txt do "
+                             f"not tokenize to themselves: {'; '.join(faulty[:3])}")  # fmt: skip
+    part.note = f"{len(good)} whole words of vocab.txt give their own id"
+    if unreachable:
+        part.note += (f" ({len(unreachable)} more no text can produce, e.g. "
+                      f"{', '.join(unreachable[:3])})")  # fmt: skip
+    if uncased:
+        pairs = [(w, u) for w in good if (u := _upper(w)) != w]
+        encodings = backend.encode_batch([u for _, u in pairs], add_special_tokens=False)
+        missed = [
+            f"{u!r} gives {enc.tokens}"
+            for (w, u), enc in zip(pairs, encodings, strict=True)
+            if enc.ids != [ids[w]]
+        ]
+        part.data.update(capitals_failing=len(missed), capitals_examples=missed[:5])
+        part.note += ", in capitals too"
+        if missed:
+            part.problems.append(f"the vocab is uncased, but {len(missed)} words in capitals do "
+                                 f"not give their token: {'; '.join(missed[:3])}")  # fmt: skip
+    return part
 
 
-def _needs_lowercase(vocab: list[str]) -> bool:
-    """An uncased vocab: it has letters with an upper case, and no token lowercasing changes."""
+def _is_uncased(vocab: list[str]) -> bool:
+    """The vocab has letters with an upper case, and lowercasing changes none of its tokens.
+
+    Stated here on its own, not taken from the converter: this is what the conversion is
+    checked against.
+    """
     tokens = [t for t in vocab if not is_marker(t)]
     if any(t != t.lower() for t in tokens):
         return False
@@ -438,12 +445,41 @@ def _upper(word: str) -> str:
                    for c in word)  # fmt: skip
 
 
-def _capitalised(backend: Any, ids: dict[str, int], words: list[str]) -> list[str]:
-    """For an uncased vocab: `words` (each its own token) that, capitalised, are not."""
-    pairs = [(w, u) for w in words if (u := _upper(w)) != w]
-    encodings = backend.encode_batch([u for _, u in pairs], add_special_tokens=False)
-    return [f"{u!r} gives {enc.tokens}" for (w, u), enc in zip(pairs, encodings, strict=True)
-            if enc.ids != [ids[w]]]  # fmt: skip
+def _letters(backend: Any, vocab: list[str], uncased: bool) -> _Part:
+    """æ ø å as the vocab has them (and their capitals, if uncased) normalise to the vocab's.
+
+    Checked only for the letters the vocab has: accent stripping would turn å into a.
+    """
+    letters = [c for c in "æøåÆØÅ" if any(c in t for t in vocab)]
+    if not letters:
+        return _Part()
+    probe = letters + ([c.upper() for c in letters] if uncased else [])
+    want = [c.lower() if uncased else c for c in probe]
+    got = [backend.normalizer.normalize_str(c) if backend.normalizer else c for c in probe]
+    part = _Part(note=f"{' '.join(dict.fromkeys(want))} kept", data={"letters": "".join(letters)})
+    if got != want:
+        part.problems.append(f"{' '.join(probe)!r} normalises to {' '.join(got)!r}, expected "
+                             f"{' '.join(want)!r} (accents or casing wrong)")  # fmt: skip
+    return part
+
+
+def _fast_equals_slow(fast: Any, slow: Any, lines: list[str]) -> _Part:
+    """The fast (tokenizer.json) and slow (vocab.txt) tokenizers agree on the sample."""
+    differ = [line for line in lines if fast(line)["input_ids"] != slow(line)["input_ids"]]
+    part = _Part(note=f"fast = slow on {len(lines)} lines", data={"fast_equals_slow": not differ})
+    if differ:
+        part.problems.append(f"fast != slow on {len(differ)} of {len(lines)} sample lines, "
+                             f"e.g. {differ[0]!r}")  # fmt: skip
+    return part
+
+
+def _casing_recorded(st: _State, slow: Any) -> _Part:
+    """The tokenizer lowercases as the conversion recorded in its manifest."""
+    lower = bool(getattr(slow, "do_lower_case", st.fast.init_kwargs.get("do_lower_case")))
+    recorded = (st.manifest or {}).get("settings", {}).get("lowercase")
+    if recorded is None or lower == bool(recorded):
+        return _Part()
+    return _Part([f"lowercase={lower}, the conversion recorded lowercase={bool(recorded)}"])
 
 
 def _find_source(st: _State, against: Path | None) -> Source | None:
@@ -499,10 +535,6 @@ def _source_reader(ckpt: Any) -> Callable[[str], np.ndarray]:
 def _source_mismatch(ckpt: Any, source: Source, config: Any) -> str | None:
     """How the source checkpoint disagrees in size with the model, if it does (one line)."""
     model_cfg = {**config.to_dict(), "num_labels": config.num_labels}
-    for key in REQUIRED_CONFIG_KEYS:
-        if key != "vocab_size" and source.config.get(key) != model_cfg.get(key):
-            return (f"{source.config_path.name} has {key} {source.config.get(key)}, the "
-                    f"model's config.json {model_cfg.get(key)}")  # fmt: skip
     found = ckpt.variables()
     for name, shape in variable_shapes(model_cfg, found.__contains__).items():
         if name not in found:
@@ -510,6 +542,11 @@ def _source_mismatch(ckpt: Any, source: Source, config: Any) -> str | None:
         if tuple(found[name].shape) != shape:
             return (f"{name} is {list(found[name].shape)} in {ckpt.prefix}, the model "
                     f"needs {list(shape)}")  # fmt: skip
+    # What shapes cannot show (heads, extra layers): the reference runs on the source's sizes.
+    for key in REQUIRED_CONFIG_KEYS:
+        if source.config.get(key) != model_cfg.get(key):
+            return (f"{source.config_path.name} has {key} {source.config.get(key)}, the "
+                    f"model's config.json {model_cfg.get(key)}")  # fmt: skip
     return None
 
 
@@ -603,6 +640,8 @@ def _check_parity(st: _State, against: Path | None, reader: str) -> Check:
         ref = forward(_source_reader(ckpt), source.config, batch["input_ids"],
                       batch["token_type_ids"], batch["attention_mask"], hidden_act=expected_act,
                       has=names.__contains__)  # fmt: skip
+    except InputError as e:
+        return Check("parity", FAIL, "source", str(e))
     finally:
         ckpt.close()
     got = _model_outputs(st.model, batch)
@@ -611,15 +650,16 @@ def _check_parity(st: _State, against: Path | None, reader: str) -> Check:
             "squad": ref.squad_logits}  # fmt: skip
     outputs: list[Comparison] = []
     try:
+        # Layers first: a non-finite value is named where it first appears.
+        pairs = zip(got.pop("layers"), ref.hidden_states, strict=True)
+        layers = [compare(_layer_name(i), g, w) for i, (g, w) in enumerate(pairs)]
         for key, value in got.items():
-            if key == "layers" or (value is None and want[key] is None):
-                continue
             ref_value = want[key]
+            if value is None and ref_value is None:
+                continue
             if value is None or ref_value is None:
                 return Check("parity", FAIL, key, f"{key} output exists on one side only")
             outputs.append(compare(key, value, ref_value))
-        pairs = zip(got["layers"], ref.hidden_states, strict=True)
-        layers = [compare(_layer_name(i), g, w) for i, (g, w) in enumerate(pairs)]
     except ValueError as e:
         return Check("parity", FAIL, "non-finite" if "non-finite" in str(e) else "shape", str(e))
     worst = max(outputs, key=lambda c: c.ratio)
@@ -632,8 +672,12 @@ def _check_parity(st: _State, against: Path | None, reader: str) -> Check:
         "layers": {c.name: {"diff": c.diff, "max_ref": c.scale, "allowance": c.allowance}
                    for c in layers},
     }  # fmt: skip
-    listing = ", ".join(f"{c.name} {c.diff:.1e}/{c.allowance:.1e}" for c in outputs)
-    figure = f"worst {worst.name} {worst.diff:.1e} = {worst.ratio:.2g} of allowance"
+    listing = "|diff| (allowance): " + ", ".join(
+        f"{c.name} {c.diff:.1e} ({c.allowance:.1e})" for c in outputs
+    )
+    figure = (
+        f"worst {worst.name} {worst.diff:.1e} {'<=' if worst.ok else '>'} {worst.allowance:.1e}"
+    )
     if actual_act != expected_act:
         return Check("parity", FAIL, figure, f"config.json has hidden_act {actual_act!r}, "
                      f"the source calls for {expected_act!r}; {listing}", data)  # fmt: skip
@@ -644,12 +688,12 @@ def _check_parity(st: _State, against: Path | None, reader: str) -> Check:
             "parity",
             FAIL,
             figure,
-            f"over the allowance: {', '.join(c.name for c in failed)}; {where}; "
-            f"|diff|/allowance: {listing}",
+            f"over the allowance: {', '.join(c.name for c in failed)}; {where}; {listing}",
             data,
         )
-    return Check("parity", PASS, figure, f"{data['inputs']} inputs, {expected_act}, every layer "
-                 f"agrees; |diff|/allowance: {listing}", data)  # fmt: skip
+    criterion = f"{PARITY_ATOL:g} + {PARITY_RTOL:g} * max|ref|"
+    return Check("parity", PASS, figure, f"{data['inputs']} inputs, {expected_act}, float64; "
+                 f"every layer and output within {criterion}; {listing}", data)  # fmt: skip
 
 
 def _check_smoke(st: _State, expect: str | None, sentences: tuple[str, ...]) -> Check:
