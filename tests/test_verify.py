@@ -467,6 +467,17 @@ def test_against_another_checkpoint_names_the_tensor(good, release, overrides, m
     assert line.endswith(parity.detail)  # one line in the table
 
 
+def test_against_a_checkpoint_without_the_heads(good, release):
+    src = release("bare", heads=())
+    r = _cli_verify(good, "--against", str(src))
+    assert r.exit_code == 6
+    parity = _check(verify(good, against=src), "parity")
+    assert parity.status == "fail" and parity.figure == "source differs"
+    assert parity.detail == (
+        f"the model has the mlm output, {src / 'bert_model.ckpt'} has no variables for it"
+    )
+
+
 # --- the tokenizer check follows the vocab (items 3 and 20) --------------------------------
 
 

@@ -1,7 +1,8 @@
 """The verify stage: a converted folder loads cleanly and computes what the TF checkpoint computes.
 
 Five checks, each pass/fail (or info/skip) with a figure: files, weights, tokenizer, parity
-against a numpy forward pass over the TF variables, and a fill-mask smoke test.
+against a numpy forward pass over the TF variables (both sides in float64), and a fill-mask
+smoke test.
 """
 
 from __future__ import annotations
@@ -583,30 +584,32 @@ def compare(name: str, got: np.ndarray, want: np.ndarray) -> Comparison:
 
 
 def _model_outputs(model: Any, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Every output the model has, and its hidden states, computed in float64."""
+    """Every output the model has, and its hidden states ("layers"), computed in float64."""
     import torch
 
     dtype = model.dtype
     model.double()  # stored values widen exactly; float32's rounding would hide small faults
-    with torch.no_grad():
-        tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
-        base = model.base_model(**tensors, output_hidden_states=True)
-        seq, pooled = base.last_hidden_state, getattr(base, "pooler_output", None)
-        got: dict[str, Any] = {"sequence": seq, "pooled": pooled}
-        heads = getattr(model, "cls", None)
-        if heads is not None and hasattr(heads, "predictions"):
-            got["mlm"] = heads.predictions(seq)
-        if heads is not None and hasattr(heads, "seq_relationship") and pooled is not None:
-            got["nsp"] = heads.seq_relationship(pooled)
-        if hasattr(model, "classifier") and pooled is not None:
-            got["classifier"] = model.classifier(pooled)
-        if hasattr(model, "qa_outputs"):
-            got["squad"] = model.qa_outputs(seq)
+    try:
+        with torch.no_grad():
+            tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
+            base = model.base_model(**tensors, output_hidden_states=True)
+            seq, pooled = base.last_hidden_state, getattr(base, "pooler_output", None)
+            got: dict[str, Any] = {"sequence": seq, "pooled": pooled}
+            heads = getattr(model, "cls", None)
+            if heads is not None and hasattr(heads, "predictions"):
+                got["mlm"] = heads.predictions(seq)
+            if heads is not None and hasattr(heads, "seq_relationship") and pooled is not None:
+                got["nsp"] = heads.seq_relationship(pooled)
+            if hasattr(model, "classifier") and pooled is not None:
+                got["classifier"] = model.classifier(pooled)
+            if hasattr(model, "qa_outputs"):
+                got["squad"] = model.qa_outputs(seq)
+    finally:
+        model.to(dtype)
     if model.base_model.pooler is None:
         got.pop("pooled")  # the checkpoint's pooler was left out, on purpose, with the class
     got = {k: None if v is None else v.numpy() for k, v in got.items()}
     got["layers"] = [h.numpy() for h in base.hidden_states]
-    model.to(dtype)
     return got
 
 
@@ -658,7 +661,13 @@ def _check_parity(st: _State, against: Path | None, reader: str) -> Check:
             if value is None and ref_value is None:
                 continue
             if value is None or ref_value is None:
-                return Check("parity", FAIL, key, f"{key} output exists on one side only")
+                ckpt_name = source.checkpoint
+                detail = (
+                    f"the model has the {key} output, {ckpt_name} has no variables for it"
+                    if ref_value is None
+                    else f"{ckpt_name} has the {key} output, the model has not"
+                )
+                return Check("parity", FAIL, "source differs", detail)
             outputs.append(compare(key, value, ref_value))
     except ValueError as e:
         return Check("parity", FAIL, "non-finite" if "non-finite" in str(e) else "shape", str(e))
