@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -9,11 +10,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tfckpt import TINY_CONFIG, VOCAB
 
 from danbert_convert.cli import cli
 from danbert_convert.convert import convert
 from danbert_convert.errors import InputError
-from danbert_convert.verify import PARITY_TOLERANCE, danish_sample, verify
+from danbert_convert.verify import PARITY_ATOL, PARITY_RTOL, danish_sample, verify
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Like Google's English uncased vocab: no accented letter (so convert strips accents), an ℝ
+# (upper case without a lower case), and tokens no input can produce: split at punctuation
+# ('...', 'e.g.'), at whitespace (a no-break space), or removed by clean_text (a zero-width
+# space, a control character).
+ENGLISH_VOCAB = [*SPECIALS, "[unused0]", "the", "cat", "sat", "on", "mat", "a", "dog", "is",
+                 "good", "day", "cafe", "naive", ".", ",", "!", "##s", "##ed", "##ing", "e", "g",
+                 "i", "o", "ℝ", "...", "e.g.", "new\u00a0york", "\u200b", "\x07"]  # fmt: skip
+# A cased Danish vocab: both cases of æ ø å, words in both cases.
+CASED_VOCAB = [*SPECIALS, "Jeg", "jeg", "bor", "på", "Østerbro", "København", "og", "i", "Æ",
+               "æ", "Ø", "ø", "Å", "å", "Sål", "sål", "sal", ".", ",", "##e", "##r"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +64,36 @@ def _drop_manifest(folder: Path) -> None:
     (folder / "danbert-manifest.json").unlink()
 
 
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """Every file under `folder` with its SHA-256: verify must change none of them."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _cli_verify(folder: Path, *args: str):
+    """Run `danbert verify` as a user would; check it leaves the folder as it was."""
+    before = _tree(folder)
+    r = CliRunner().invoke(cli, ["verify", str(folder), *args])
+    assert _tree(folder) == before
+    return r
+
+
+def _bump(key: str, by: float = 0.05):
+    def edit(t):
+        t[key].reshape(-1)[0] += by
+
+    return edit
+
+
 def test_good_conversion_passes(good):
     report = verify(good)
     assert _statuses(report) == {
@@ -57,9 +101,13 @@ def test_good_conversion_passes(good):
         "fill-mask": "info",
     }  # fmt: skip
     parity = _check(report, "parity")
-    worst = float(parity.figure.split()[2])
-    assert worst <= PARITY_TOLERANCE
-    assert "sequence" in parity.detail and "nsp" in parity.detail and "mlm" in parity.detail
+    data = parity.data
+    assert set(data["outputs"]) == {"sequence", "pooled", "mlm", "nsp"}
+    assert set(data["layers"]) == {"embeddings", "layer_0", "layer_1"}
+    for row in (*data["outputs"].values(), *data["layers"].values()):
+        assert row["allowance"] == PARITY_ATOL + PARITY_RTOL * row["max_ref"]
+        assert row["diff"] <= row["allowance"]
+    assert data["diverges_at"] is None and parity.figure.startswith(f"worst {data['worst']} ")
     assert "æ ø å kept" in _check(report, "tokenizer").detail
     assert report.ok
 
@@ -88,35 +136,12 @@ def test_perturbed_weight_changes_hash(copy):
     assert "model.safetensors changed since conversion" in files.detail
 
 
-def test_perturbed_weight_fails_parity(copy, full_release):
-    def bump(t):
-        t["bert.encoder.layer.0.output.dense.weight"][0, 0] += 0.05
-
-    _edit_weights(copy, bump)
-    _drop_manifest(copy)
-    report = verify(copy, against=full_release)
-    assert _statuses(report)["weights"] == "pass"
-    parity = _check(report, "parity")
-    assert parity.status == "fail" and "over 0.0001" in parity.detail
-
-
 def test_missing_tensor_fails_weights(copy):
     _edit_weights(copy, lambda t: t.pop("bert.encoder.layer.1.output.dense.bias"))
     _drop_manifest(copy)
     weights = _check(verify(copy), "weights")
     assert weights.status == "fail"
     assert "missing keys: bert.encoder.layer.1.output.dense.bias" in weights.detail
-
-
-def test_transposed_kernel_fails_parity(copy, full_release):
-    def transpose(t):
-        k = "bert.encoder.layer.0.attention.self.key.weight"
-        t[k] = np.ascontiguousarray(t[k].T)
-
-    _edit_weights(copy, transpose)
-    _drop_manifest(copy)
-    parity = _check(verify(copy, against=full_release), "parity")
-    assert parity.status == "fail" and "over" in parity.detail
 
 
 def test_accent_stripping_fails_tokenizer(copy):
@@ -128,7 +153,8 @@ def test_accent_stripping_fails_tokenizer(copy):
     (copy / "tokenizer_config.json").write_text(json.dumps(cfg))
     check = _check(verify(copy), "tokenizer")
     assert check.status == "fail"
-    assert "normalises to 'æ ø a'" in check.detail
+    assert "normalises to 'æ ø a æ ø a', expected 'æ ø å æ ø å'" in check.detail
+    assert "'å' normalises to 'a'" in check.detail  # and the vocab's å is out of reach
 
 
 def test_wrong_activation_fails_parity(copy):
@@ -207,8 +233,7 @@ def test_every_architecture_verifies(release, tmp_path, heads, arch, outputs):
     if arch in ("BertForMaskedLM", "BertForQuestionAnswering"):
         # AutoModel gives these a pooler of its own; the report says so instead of failing.
         assert "AutoModel adds an untrained pooler" in weights.detail
-    compared = {part.split()[0] for part in parity.detail.split(": ", 1)[1].split(", ")}
-    assert compared == outputs
+    assert set(parity.data["outputs"]) == outputs
     assert _check(report, "fill-mask").status == ("info" if "mlm" in heads else "skip")
 
 
@@ -248,3 +273,281 @@ def test_convert_and_reference_know_the_same_activations():
     from danbert_convert.reference import ACTIVATIONS
 
     assert set(HIDDEN_ACTS) == set(ACTIVATIONS)
+
+
+# --- parity: a scale-aware criterion in float64 (issue 10, items 2 and 19) -----------------
+
+A0 = "bert.encoder.layer.0.attention"
+
+
+def _transpose(key: str):
+    def edit(t):
+        t[key] = np.ascontiguousarray(t[key].T)
+
+    return edit
+
+
+def _swap(*pairs: tuple[str, str]):
+    def edit(t):
+        for a, b in pairs:
+            t[a], t[b] = t[b], t[a]
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _bump("bert.encoder.layer.0.output.dense.weight"),
+        _transpose(f"{A0}.self.query.weight"),
+        _swap(
+            (f"{A0}.self.query.weight", f"{A0}.self.key.weight"),
+            (f"{A0}.self.query.bias", f"{A0}.self.key.bias"),
+        ),
+        _swap((f"{A0}.output.LayerNorm.weight", f"{A0}.output.LayerNorm.bias")),
+    ],
+    ids=["weight+0.05", "kernel-untransposed", "query-key-swapped", "gamma-beta-swapped"],
+)
+def test_conversion_fault_fails_parity(copy, full_release, damage):
+    _edit_weights(copy, damage)
+    _drop_manifest(copy)
+    r = _cli_verify(copy, "--against", str(full_release), "--json")
+    assert r.exit_code == 6
+    assert r.stderr.strip() == f"error: {copy}: failed checks: parity"
+    parity = next(c for c in json.loads(r.stdout)["checks"] if c["name"] == "parity")
+    data = parity["data"]
+    assert parity["status"] == "fail" and "over the allowance" in parity["detail"]
+    assert data["diverges_at"] == "layer_0"  # every fault above is in layer 0
+    assert data["layers"]["embeddings"]["diff"] <= data["layers"]["embeddings"]["allowance"]
+    worst = data["outputs"][data["worst"]]
+    assert worst["diff"] > worst["allowance"]
+    assert "diverges from layer_0" in parity["detail"]
+
+
+@pytest.mark.parametrize("std", [0.02, 0.3])
+def test_correct_conversions_pass_small_and_large_weights(release, tmp_path, std):
+    src = release(f"verify-std-{std}", std=std)
+    convert(src, tmp_path / "m")
+    report = verify(tmp_path / "m")
+    assert report.ok, report.table()
+    data = _check(report, "parity").data
+    # Float64 rounding on both sides: orders of magnitude under the allowance.
+    for row in data["outputs"].values():
+        assert row["diff"] < 1e-3 * row["allowance"]
+
+
+@pytest.mark.parametrize(
+    ("name", "heads", "key", "output"),
+    [
+        ("full", ("mlm", "nsp"), "cls.predictions.transform.dense.weight", "mlm"),
+        ("full", ("mlm", "nsp"), "cls.seq_relationship.weight", "nsp"),
+        ("classifier", ("classifier",), "classifier.weight", "classifier"),
+        ("squad", ("squad",), "qa_outputs.weight", "squad"),
+    ],
+    ids=["mlm", "nsp", "classifier", "squad"],
+)
+def test_head_only_damage_fails_parity_naming_the_head(release, tmp_path, name, heads, key,
+                                                        output):  # fmt: skip
+    src = release(name, heads=heads)
+    out = tmp_path / "m"
+    convert(src, out)
+    _edit_weights(out, _bump(key))
+    _drop_manifest(out)
+    report = verify(out, against=src)
+    parity = _check(report, "parity")
+    assert parity.status == "fail", report.table()
+    assert parity.data["worst"] == output and parity.figure.startswith(f"worst {output} ")
+    assert parity.data["diverges_at"] is None  # the encoder is intact
+    assert f"over the allowance: {output};" in parity.detail
+    assert "the encoder agrees (a head differs)" in parity.detail
+
+
+# --- non-finite and non-float weights (items 1 and 5) ---------------------------------------
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_weight_fails_weights_and_parity(copy, full_release, value):
+    key = "bert.encoder.layer.1.attention.output.dense.weight"
+
+    def poison(t):
+        t[key][3, 2] = value
+
+    _edit_weights(copy, poison)
+    _drop_manifest(copy)
+    r = _cli_verify(copy, "--against", str(full_release))
+    assert r.exit_code == 6
+    assert r.stderr.strip() == f"error: {copy}: failed checks: weights, parity"
+    report = verify(copy, against=full_release)
+    weights, parity = _check(report, "weights"), _check(report, "parity")
+    assert weights.detail == f"model.safetensors: {key} has 1 non-finite values (NaN or infinity)"
+    assert parity.status == "fail" and parity.figure == "non-finite"
+    # The poisoned layer is the first whose hidden states are not finite.
+    assert parity.detail.startswith("layer_1: ") and "from the model" in parity.detail
+    assert "nan" not in parity.figure.lower()
+
+
+def test_non_finite_source_variable_fails_parity(good, release):
+    from tfckpt import bert_variables
+
+    variables = bert_variables(TINY_CONFIG)  # the same seed as the full release
+    variables["bert/encoder/layer_0/output/dense/bias"][5] = np.nan
+    src = release("verify-nan-source", variables=variables)
+    r = _cli_verify(good, "--against", str(src))
+    assert r.exit_code == 6
+    parity = _check(verify(good, against=src), "parity")
+    assert parity.status == "fail" and parity.figure == "source"
+    assert parity.detail == (f"{src / 'bert_model.ckpt'}: variable "
+                             "bert/encoder/layer_0/output/dense/bias has 1 non-finite values "
+                             "(NaN or infinity)")  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+@pytest.mark.parametrize("dtype", ["int32", "float64"])
+def test_non_float32_16_weights_fail_weights(full_release, tmp_path, fmt, dtype):
+    out = tmp_path / "m"
+    convert(full_release, out, format=fmt)
+    key = "bert.embeddings.word_embeddings.weight"
+    if fmt == "safetensors":
+        _edit_weights(out, lambda t: t.update({key: t[key].astype(dtype)}))
+    else:
+        import torch
+
+        sd = torch.load(out / "pytorch_model.bin", weights_only=True)
+        sd[key] = sd[key].to(getattr(torch, dtype))
+        torch.save(sd, out / "pytorch_model.bin")
+    _drop_manifest(out)
+    r = _cli_verify(out)
+    assert r.exit_code == 6
+    assert "failed checks: weights" in r.stderr
+    weights = _check(verify(out), "weights")
+    name = "model.safetensors" if fmt == "safetensors" else "pytorch_model.bin"
+    assert weights.status == "fail"
+    assert weights.detail == (f"{name}: {key} is {dtype}; weights must be float32, float16 "
+                              "or bfloat16")  # fmt: skip
+
+
+# --- --against a checkpoint of another shape (item 4) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"hidden_size": 32},
+            "bert/embeddings/word_embeddings is [40, 32] in {ckpt}, the model needs [40, 16]",
+        ),
+        (
+            {"vocab_size": 48},
+            "bert/embeddings/word_embeddings is [48, 16] in {ckpt}, the model needs [40, 16]",
+        ),
+        (
+            {"intermediate_size": 64},
+            "bert/encoder/layer_0/intermediate/dense/kernel is "
+            "[16, 64] in {ckpt}, the model needs [16, 32]",
+        ),
+        (
+            {"num_hidden_layers": 3},
+            "bert_config.json has num_hidden_layers 3, the model's config.json 2",
+        ),
+        (
+            {"num_attention_heads": 4},
+            "bert_config.json has num_attention_heads 4, the model's config.json 2",
+        ),
+    ],
+    ids=["hidden", "vocab", "intermediate", "layers", "heads"],
+)
+def test_against_another_checkpoint_names_the_tensor(good, release, overrides, message):
+    cfg = {**TINY_CONFIG, **overrides}
+    src = release("verify-other-" + "-".join(f"{k}{v}" for k, v in overrides.items()), cfg=cfg)
+    r = _cli_verify(good, "--against", str(src))
+    assert r.exit_code == 6 and "Traceback" not in r.output and "broadcast" not in r.output
+    assert r.stderr.strip() == f"error: {good}: failed checks: parity"
+    parity = _check(verify(good, against=src), "parity")
+    assert parity.status == "fail" and parity.figure == "source differs"
+    assert parity.detail == message.format(ckpt=src / "bert_model.ckpt")
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("parity"))
+    assert line.endswith(parity.detail)  # one line in the table
+
+
+def test_against_a_checkpoint_without_the_heads(good, release):
+    src = release("bare", heads=())
+    r = _cli_verify(good, "--against", str(src))
+    assert r.exit_code == 6
+    parity = _check(verify(good, against=src), "parity")
+    assert parity.status == "fail" and parity.figure == "source differs"
+    assert parity.detail == (
+        f"the model has the mlm output, {src / 'bert_model.ckpt'} has no variables for it"
+    )
+
+
+# --- the tokenizer check follows the vocab (items 3 and 20) --------------------------------
+
+
+def test_english_uncased_vocab_all_passes(release, tmp_path):
+    from transformers import AutoTokenizer
+
+    src = release("verify-english", vocab=ENGLISH_VOCAB, cfg={**TINY_CONFIG, "vocab_size": 40})
+    out = tmp_path / "model"
+    r = CliRunner().invoke(cli, ["all", "--from", str(src), "--dest", str(tmp_path / "w"),
+                                 "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    tok = AutoTokenizer.from_pretrained(out)
+    # Uncased (ℝ is no upper case letter with a lower one) and accents stripped, as Google's.
+    assert tok.tokenize("The Café ℝ") == ["the", "cafe", "ℝ"]
+    check = _check(verify(out), "tokenizer")
+    assert check.status == "pass"
+    assert check.data["unreachable"] == 5 and check.data["failing"] == 0
+    assert "(5 more no text can produce, e.g. '...', 'e.g.', 'new\\xa0york')" in check.detail
+    assert "æ" not in check.detail  # the letters are not in this vocab: not checked
+
+
+def test_cased_vocab_passes(release, tmp_path):
+    src = release("verify-cased", vocab=CASED_VOCAB)
+    convert(src, tmp_path / "m")
+    report = verify(tmp_path / "m")
+    assert report.ok, report.table()
+    check = _check(report, "tokenizer")
+    assert "æ ø å Æ Ø Å kept" in check.detail and "in capitals" not in check.detail
+
+
+def test_lowercasing_a_cased_vocab_fails_tokenizer(release, tmp_path):
+    out = tmp_path / "m"
+    convert(release("verify-cased", vocab=CASED_VOCAB), out)
+    _edit_json(out / "tokenizer_config.json", lambda c: c.update(do_lower_case=True))
+    _edit_json(out / "tokenizer.json", lambda t: t["normalizer"].update(lowercase=True))
+    r = _cli_verify(out)
+    assert r.exit_code == 6 and r.stderr.strip() == f"error: {out}: failed checks: tokenizer"
+    check = _check(verify(out), "tokenizer")
+    assert check.status == "fail"
+    assert "7 of 19 whole-word tokens of vocab.txt do not tokenize to themselves: " \
+           "'Jeg' normalises to 'jeg'" in check.detail  # fmt: skip
+    assert check.data["failing"] == 7
+    assert "lowercase=True, the conversion recorded lowercase=False" in check.detail
+
+
+def test_uncased_vocab_without_lowercasing_fails_tokenizer(copy):
+    _edit_json(copy / "tokenizer_config.json", lambda c: c.update(do_lower_case=False))
+    _edit_json(copy / "tokenizer.json", lambda t: t["normalizer"].update(lowercase=False))
+    _drop_manifest(copy)
+    check = _check(verify(copy), "tokenizer")
+    assert check.status == "fail"
+    assert "the vocab is uncased, but" in check.detail and "'JEG' gives ['[UNK]']" in check.detail
+    assert "'æ ø å Æ Ø Å' normalises to 'æ ø å Æ Ø Å', expected 'æ ø å æ ø å'" in check.detail
+
+
+@pytest.mark.parametrize(("a", "b"), [("jeg", "bor"), ("##e", "##r")])
+def test_swapped_ids_in_tokenizer_json_fail_tokenizer(copy, a, b):
+    def swap(t):
+        v = t["model"]["vocab"]
+        v[a], v[b] = v[b], v[a]
+
+    _edit_json(copy / "tokenizer.json", swap)
+    r = _cli_verify(copy)
+    assert r.exit_code == 6 and r.stderr.strip() == f"error: {copy}: failed checks: tokenizer"
+    check = _check(verify(copy), "tokenizer")
+    ids = {t: i for i, t in enumerate(VOCAB)}
+    assert check.status == "fail"
+    assert (f"2 tokens have another id in tokenizer.json than in vocab.txt, e.g. {a!r}: "
+            f"{ids[b]}, line {ids[a] + 1} says {ids[a]}") in check.detail  # fmt: skip
+    if not a.startswith("##"):  # and the whole-word check sees the same
+        assert f"{a!r} gives ['{a}'] [{ids[b]}], not [{ids[a]}]" in check.detail

@@ -44,14 +44,22 @@ TINY_CONFIG = {
 
 
 def bert_variables(
-    cfg: dict, seed: int = 0, heads: tuple[str, ...] = ("mlm", "nsp"), num_labels: int = 3
+    cfg: dict,
+    seed: int = 0,
+    heads: tuple[str, ...] = ("mlm", "nsp"),
+    num_labels: int = 3,
+    std: float = 0.3,
 ) -> dict[str, np.ndarray]:
-    """Model variables of a Google-BERT checkpoint for `cfg`, random but well-scaled."""
+    """Model variables of a Google-BERT checkpoint for `cfg`, normal with `std`.
+
+    The default 0.3 gives large activations (logits in the tens); 0.02 is BERT's own
+    initializer_range. LayerNorm gammas are 1 + that noise.
+    """
     rng = np.random.default_rng(seed)
     H, inter, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
 
     def w(*shape: int) -> np.ndarray:
-        return rng.normal(0.0, 0.3, shape).astype(np.float32)
+        return rng.normal(0.0, std, shape).astype(np.float32)
 
     def ln(prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}/LayerNorm/gamma": 1 + w(H), f"{prefix}/LayerNorm/beta": w(H)}
@@ -126,12 +134,13 @@ def write_release(
     vocab: list[str] | None = None,
     seed: int = 0,
     heads: tuple[str, ...] = ("mlm", "nsp"),
+    std: float = 0.3,
 ) -> Path:
     """Write an unpacked-release folder; returns it. Variables default to bert_variables(cfg)."""
     cfg = dict(cfg or TINY_CONFIG)
     folder.mkdir(parents=True, exist_ok=True)
     if variables is None:
-        variables = with_training_state(bert_variables(cfg, seed=seed, heads=heads))
+        variables = with_training_state(bert_variables(cfg, seed=seed, heads=heads, std=std))
     variables = {**variables, **(extra or {})}
     save_tf1_checkpoint(folder / "bert_model.ckpt", variables)
     (folder / "bert_config.json").write_text(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,16 +17,15 @@ Weights = Callable[[str], np.ndarray]
 
 
 def erf(x: np.ndarray) -> np.ndarray:
-    """erf via the Numerical Recipes erfc (fractional error below 1.2e-7), vectorised."""
-    z = np.abs(x)
-    t = 1.0 / (1.0 + 0.5 * z)
-    coeffs = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
-              0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277)  # fmt: skip
-    poly = np.zeros_like(t)
-    for c in reversed(coeffs):
-        poly = c + t * poly
-    erfc = t * np.exp(-z * z + poly)
-    return np.where(x >= 0, 1.0 - erfc, erfc - 1.0)
+    """erf in float64, correct to about one ulp.
+
+    numpy has no erf, and a short polynomial (about 1e-7) would be float32-sized noise in a
+    float64 comparison. torch's erf is a libm-grade special function, not conversion code:
+    the reference stays independent of what it checks.
+    """
+    import torch
+
+    return torch.special.erf(torch.from_numpy(np.asarray(x, dtype=np.float64))).numpy()
 
 
 def gelu_erf(x: np.ndarray) -> np.ndarray:
@@ -55,6 +54,52 @@ class Outputs:
     nsp_logits: np.ndarray | None  # [batch, 2]
     classifier_logits: np.ndarray | None = None  # [batch, num_labels] (run_classifier.py)
     squad_logits: np.ndarray | None = None  # [batch, seq, 2] (run_squad.py: start, end)
+    # The embeddings' output, then each encoder layer's: [batch, seq, hidden] each.
+    hidden_states: list[np.ndarray] = field(default_factory=list)
+
+
+def variable_shapes(config: dict, has: Callable[[str], bool]) -> dict[str, tuple[int, ...]]:
+    """The variables `forward` reads for a model of `config`'s sizes, with the shapes it needs.
+
+    Head variables are listed only where `has` says the checkpoint holds them, as `forward`
+    reads them only then; the classifier's rows come from `config["num_labels"]`.
+    """
+    H, inter = int(config["hidden_size"]), int(config["intermediate_size"])
+    shapes: dict[str, tuple[int, ...]] = {
+        "bert/embeddings/word_embeddings": (int(config["vocab_size"]), H),
+        "bert/embeddings/token_type_embeddings": (int(config["type_vocab_size"]), H),
+        "bert/embeddings/position_embeddings": (int(config["max_position_embeddings"]), H),
+    }
+
+    def dense(prefix: str, n_in: int, n_out: int) -> None:
+        shapes[f"{prefix}/kernel"], shapes[f"{prefix}/bias"] = (n_in, n_out), (n_out,)
+
+    def ln(prefix: str) -> None:
+        shapes[f"{prefix}/LayerNorm/gamma"] = shapes[f"{prefix}/LayerNorm/beta"] = (H,)
+
+    ln("bert/embeddings")
+    for i in range(int(config["num_hidden_layers"])):
+        p = f"bert/encoder/layer_{i}"
+        for part in ("query", "key", "value"):
+            dense(f"{p}/attention/self/{part}", H, H)
+        dense(f"{p}/attention/output/dense", H, H)
+        ln(f"{p}/attention/output")
+        dense(f"{p}/intermediate/dense", H, inter)
+        dense(f"{p}/output/dense", inter, H)
+        ln(f"{p}/output")
+    if has("bert/pooler/dense/kernel"):
+        dense("bert/pooler/dense", H, H)
+    if has("cls/predictions/output_bias"):
+        dense("cls/predictions/transform/dense", H, H)
+        ln("cls/predictions/transform")
+        shapes["cls/predictions/output_bias"] = (int(config["vocab_size"]),)
+    for prefix in ("cls/seq_relationship/", "cls/squad/"):
+        if has(f"{prefix}output_weights"):
+            shapes[f"{prefix}output_weights"], shapes[f"{prefix}output_bias"] = (2, H), (2,)
+    if has("output_weights") and "num_labels" in config:
+        n = int(config["num_labels"])
+        shapes["output_weights"], shapes["output_bias"] = (n, H), (n,)
+    return shapes
 
 
 def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
@@ -97,6 +142,7 @@ def forward(
         + w(f"{e}/position_embeddings")[:seq][None]
     )
     x = ln(x, e)
+    states = [x]
     # modeling.py's additive mask: -10000 where attention_mask is 0.
     bias = (1.0 - attention_mask[:, None, None, :].astype(np.float64)) * -10000.0
     hidden = x.shape[-1]
@@ -115,6 +161,7 @@ def forward(
         x = ln(dense(ctx, f"{p}/attention/output/dense") + x, f"{p}/attention/output")
         inter = act(dense(x, f"{p}/intermediate/dense"))
         x = ln(dense(inter, f"{p}/output/dense") + x, f"{p}/output")
+        states.append(x)
 
     pooled = (
         np.tanh(dense(x[:, 0], "bert/pooler/dense")) if has("bert/pooler/dense/kernel") else None
@@ -132,4 +179,4 @@ def forward(
         classifier = pooled @ w("output_weights").T + w("output_bias")
     if has("cls/squad/output_weights"):
         squad = x @ w("cls/squad/output_weights").T + w("cls/squad/output_bias")
-    return Outputs(x, pooled, mlm, nsp, classifier, squad)
+    return Outputs(x, pooled, mlm, nsp, classifier, squad, states)

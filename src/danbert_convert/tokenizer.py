@@ -28,8 +28,12 @@ def _is_marker(token: str) -> bool:
 
 
 def infer_lowercase(vocab: list[str]) -> bool:
-    """An uncased vocab has no upper-case letters outside its [..] markers."""
-    return not any(ch.isupper() for t in vocab if not _is_marker(t) for ch in t)
+    """An uncased vocab: lowercasing changes none of its tokens outside the [..] markers.
+
+    Not "has no upper-case letter": Google's English uncased vocab holds ℝ, upper case
+    with no lower case.
+    """
+    return all(t == t.lower() for t in vocab if not _is_marker(t))
 
 
 def has_decomposable(vocab: list[str]) -> bool:
