@@ -70,6 +70,28 @@ def ranges(server: Server, path: str) -> list[str | None]:
     return [r.headers.get("Range") for r in server.requests_to(path, wait=0)]
 
 
+def leave_part(
+    zip_path: Path,
+    data: bytes,
+    url: str,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    size: int | None = None,
+) -> None:
+    """A `.part` as an interrupted fetch leaves it: the bytes, and where they came from."""
+    zip_path.with_name(zip_path.name + ".part").write_bytes(data)
+    origin = {"url": url, "etag": etag, "last_modified": last_modified, "size": size}
+    zip_path.with_name(zip_path.name + ".part.json").write_text(json.dumps(origin))
+
+
+def hint(url: str) -> str:
+    """What every download error that reached no server ends with."""
+    return (
+        f"; to get it another way, download {url} elsewhere (a browser, another machine) "
+        "and use --from FILE.zip, or give a mirror with --url MIRROR"
+    )
+
+
 def test_plain_download(server: Server, release_zip: bytes, tmp_path: Path) -> None:
     url = server.route("/r.zip", Behaviour(body=release_zip))
     r = fetch(dest=tmp_path, urls=[url], **FAST)
@@ -81,7 +103,14 @@ def test_plain_download(server: Server, release_zip: bytes, tmp_path: Path) -> N
     assert r.checkpoint_dir == tmp_path / NAME
     assert (r.checkpoint_dir / "bert_config.json").is_file()
     assert not list(r.checkpoint_dir.glob("._*"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [NAME, "r.zip", "r.zip.sha256"]
+    # The lock file stays (empty), as filelock intends; its pid file goes with the lock.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        NAME,
+        "r.zip",
+        "r.zip.lock",
+        "r.zip.sha256",
+    ]
+    assert (tmp_path / "r.zip.lock").stat().st_size == 0
     (rec,) = server.requests_to("/r.zip")
     assert rec.headers.get("Range") is None
     assert rec.headers["Accept-Encoding"] == "identity"
@@ -139,8 +168,8 @@ def test_resume_in_a_later_run_rehashes_the_part(
 def test_server_ignoring_range_restarts_cleanly(
     server: Server, release_zip: bytes, tmp_path: Path
 ) -> None:
-    (tmp_path / "r.zip.part").write_bytes(release_zip[:1000])
     url = server.route("/r.zip", Behaviour(body=release_zip, honour_range=False))
+    leave_part(tmp_path / "r.zip", release_zip[:1000], url)
     r = fetch(dest=tmp_path, urls=[url], **FAST)
     (rec,) = server.requests_to("/r.zip")
     assert (rec.headers["Range"], rec.status) == ("bytes=1000-", 200)
@@ -149,8 +178,8 @@ def test_server_ignoring_range_restarts_cleanly(
 
 
 def test_complete_part_answered_416(server: Server, release_zip: bytes, tmp_path: Path) -> None:
-    (tmp_path / "r.zip.part").write_bytes(release_zip)
     url = server.route("/r.zip", Behaviour(body=release_zip))
+    leave_part(tmp_path / "r.zip", release_zip, url)
     r = fetch(dest=tmp_path, urls=[url], **FAST)
     (rec,) = server.requests_to("/r.zip")
     assert (rec.status, rec.sent) == (416, 0)
@@ -160,8 +189,8 @@ def test_complete_part_answered_416(server: Server, release_zip: bytes, tmp_path
 def test_oversized_part_answered_416_starts_over(
     server: Server, release_zip: bytes, tmp_path: Path
 ) -> None:
-    (tmp_path / "r.zip.part").write_bytes(release_zip + b"extra")
     url = server.route("/r.zip", Behaviour(body=release_zip))
+    leave_part(tmp_path / "r.zip", release_zip + b"extra", url)
     r = fetch(dest=tmp_path, urls=[url], **FAST)
     assert ranges(server, "/r.zip") == [f"bytes={len(release_zip) + 5}-", None]
     assert r.zip_path.read_bytes() == release_zip
@@ -180,24 +209,25 @@ def test_part_that_is_not_a_zip_is_discarded(
 def test_wrong_content_range_starts_over(
     server: Server, release_zip: bytes, tmp_path: Path
 ) -> None:
-    (tmp_path / "r.zip.part").write_bytes(release_zip[:1000])
     size = len(release_zip)
     wrong = Behaviour(
         body=release_zip, status=206, headers={"Content-Range": f"bytes 0-{size - 1}/{size}"}
     )
     url = server.route("/r.zip", wrong, Behaviour(body=release_zip))
+    leave_part(tmp_path / "r.zip", release_zip[:1000], url)
     r = fetch(dest=tmp_path, urls=[url], **FAST)
     assert ranges(server, "/r.zip") == ["bytes=1000-", None]
     assert r.zip_path.read_bytes() == release_zip
 
 
 def test_bad_content_range_header(server: Server, release_zip: bytes, tmp_path: Path) -> None:
-    (tmp_path / "r.zip.part").write_bytes(release_zip[:1000])
     url = server.route("/r.zip", Behaviour(body=release_zip, status=206))
+    leave_part(tmp_path / "r.zip", release_zip[:1000], url)
     with pytest.raises(DownloadError, match=r"r\.zip -> 206 without a Content-Range$"):
         fetch(dest=tmp_path, urls=[url], **FAST)
     bad = Behaviour(body=release_zip, status=206, headers={"Content-Range": "bytes 1000-"})
     url = server.route("/r.zip", bad)
+    leave_part(tmp_path / "r.zip", release_zip[:1000], url)
     with pytest.raises(
         DownloadError, match=r"r\.zip -> 206 with a bad Content-Range 'bytes 1000-'$"
     ):
@@ -250,14 +280,14 @@ def test_every_source_failing_names_each(server: Server, tmp_path: Path) -> None
         f"could not download {NAME}.zip: {a} -> HTTP 404 Not Found; {b} -> HTTP 410 Gone; "
         f"{c} -> an HTML page (text/html), not a zip: the link is dead or rate-limited"
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{NAME}.zip.lock"]
 
 
 def test_html_page_without_html_content_type(server: Server, tmp_path: Path) -> None:
     url = server.route("/r.zip", Behaviour(body=b"\n  " + HTML, content_type="application/binary"))
     with pytest.raises(DownloadError, match="an HTML page \\(application/binary\\), not a zip"):
         fetch(dest=tmp_path, urls=[url], **FAST)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["r.zip.lock"]
 
 
 def test_other_non_zip_body(server: Server, tmp_path: Path) -> None:
@@ -266,7 +296,7 @@ def test_other_non_zip_body(server: Server, tmp_path: Path) -> None:
         DownloadError, match=r"not a zip \(no Content-Type, starts with b'\\x1f\\x8b"
     ):
         fetch(dest=tmp_path, urls=[url], **FAST)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["r.zip.lock"]
 
 
 def test_wrong_sha256_removes_the_download(
@@ -279,7 +309,7 @@ def test_wrong_sha256_removes_the_download(
         f"could not download r.zip: {url} -> SHA-256 mismatch: "
         f"expected {'ab' * 32}, got {sha(release_zip)}"
     )
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["r.zip.lock"]
 
 
 def test_right_sha256_is_accepted(server: Server, release_zip: bytes, tmp_path: Path) -> None:
@@ -305,19 +335,48 @@ def test_read_timeout_then_resume(server: Server, release_zip: bytes, tmp_path: 
 
 def test_read_timeout_gives_up(server: Server, release_zip: bytes, tmp_path: Path) -> None:
     url = server.route("/r.zip", Behaviour(body=release_zip, stall_after=0, stall_seconds=1.0))
-    with pytest.raises(
-        DownloadError, match=r"r\.zip -> read timed out \(gave up after 1 retries\)"
-    ):
+    with pytest.raises(DownloadError) as e:
         fetch(dest=tmp_path, urls=[url], retries=1, backoff=0.001, timeout=(2.0, 0.2))
+    assert str(e.value) == (
+        f"could not download r.zip: {url} -> read timed out (gave up after 1 retry){hint(url)}"
+    )
 
 
-def test_connection_refused(tmp_path: Path) -> None:
+def test_connection_refused_names_what_to_do_and_removes_the_new_dest(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/r.zip"
-    with pytest.raises(DownloadError, match=r"r\.zip -> connection refused \(gave up after 0"):
+    dest = tmp_path / "new" / "dest"
+    with pytest.raises(DownloadError) as e:
+        fetch(dest=dest, urls=[url], **FAST)
+    assert str(e.value) == (
+        f"could not download r.zip: {url} -> connection refused (gave up after 5 retries)"
+        + hint(url)
+    )
+    # Both folders were made by this fetch, and it failed: neither is left.
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DownloadError, match=r"connection refused \(gave up after 0 retries\);"):
         fetch(dest=tmp_path, urls=[url], retries=0, **FAST)
+    # A --dest that was there before stays (with the lock file).
+    assert [p.name for p in tmp_path.iterdir()] == ["r.zip.lock"]
+
+
+def test_unresolvable_host_is_retried_once(tmp_path: Path) -> None:
+    """A name under the reserved .invalid TLD fails at resolution, without any network."""
+    url = "http://danbert-test.invalid/x.zip"
+    dest = tmp_path / "dest"
+    t = time.monotonic()
+    code, out, err = run("fetch", "--url", url, "--dest", str(dest))
+    assert time.monotonic() - t < 10  # 1 retry after 1 s, not 5 (31 s)
+    assert (code, out) == (5, "")
+    assert err == (
+        f"warning: {url}: host not found; retry 1/1 in 1.0 s\n"
+        f"warning: {url}: host not found (gave up after 1 retry)\n"
+        f"error: could not download x.zip: {url} -> host not found (gave up after 1 retry)"
+        f"{hint(url)}\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ctrl_c_keeps_the_part_then_resumes(
@@ -334,7 +393,11 @@ def test_ctrl_c_keeps_the_part_then_resumes(
         fetch(dest=tmp_path, urls=[url], on_progress=interrupt, **FAST)
     kept = (tmp_path / "r.zip.part").stat().st_size
     assert 0 < kept < len(release_zip)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zip.part"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "r.zip.lock",
+        "r.zip.part",
+        "r.zip.part.json",
+    ]
     r = fetch(dest=tmp_path, urls=[url], **FAST)
     assert ranges(server, "/r.zip") == [None, f"bytes={kept}-"]
     assert server.requests_to("/r.zip")[1].sent == len(release_zip) - kept
@@ -481,7 +544,11 @@ def test_cli_ctrl_c_exits_130_and_resumes(
         f"warning: the partial download in {tmp_path} is kept; run the same command to resume\n"
         "interrupted\n"
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zip.part"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "r.zip.lock",
+        "r.zip.part",
+        "r.zip.part.json",
+    ]
     code, out2, _ = run("-q", "fetch", "--url", url, "--dest", str(tmp_path))
     assert (code, out2) == (0, f"{tmp_path / NAME}\n")
     assert ranges(server, "/r.zip") == [None, "bytes=5000-"]
