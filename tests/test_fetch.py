@@ -387,6 +387,22 @@ def test_connection_refused_names_what_to_do_and_removes_the_new_dest(tmp_path: 
     assert [p.name for p in tmp_path.iterdir()] == ["r.zip.lock"]
 
 
+def test_a_new_dest_that_holds_a_partial_download_is_kept(
+    server: Server, release_zip: bytes, corrupt_zip: tuple[bytes, str], tmp_path: Path
+) -> None:
+    url = server.route("/r.zip", Behaviour(body=release_zip, drop_after=1000))
+    dest = tmp_path / "dest"
+    with pytest.raises(DownloadError, match="connection dropped mid-transfer"):
+        fetch(dest=dest, urls=[url], retries=0, **FAST)
+    assert sorted(p.name for p in dest.iterdir()) == ["r.zip.lock", "r.zip.part", "r.zip.part.json"]
+    # --from a zip that fails to unpack: the new folder it was to go into is removed.
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(corrupt_zip[0])
+    with pytest.raises(InputError, match="is corrupt or truncated"):
+        fetch(dest=tmp_path / "new", from_path=bad)
+    assert not (tmp_path / "new").exists()
+
+
 def test_unresolvable_host_is_retried_once(tmp_path: Path) -> None:
     """A name under the reserved .invalid TLD fails at resolution, without any network."""
     url = "http://danbert-test.invalid/x.zip"
@@ -876,6 +892,11 @@ def test_zip_that_fails_to_unpack_is_not_trusted_next_time(
     assert err.endswith("); it is not trusted: use --force to download it again\n")
     assert len(server.requests_to("/r.zip")) == 1
 
+    # --force whose download fails leaves the zip and what is recorded about it as they were.
+    server.route("/r.zip", Behaviour(status=404, body=b"gone", content_type="text/plain"))
+    code, _, _ = run("-q", "fetch", "--url", url, "--dest", str(tmp_path), "--force")
+    assert code == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zip", "r.zip.lock", "r.zip.untrusted"]
     server.route("/r.zip", Behaviour(body=release_zip))  # the server has a good copy now
     code, out, _ = run("-q", "fetch", "--url", url, "--dest", str(tmp_path), "--force")
     assert (code, out) == (0, f"{tmp_path / NAME}\n")

@@ -626,6 +626,7 @@ def download(
                     tried.append((url, why))
                     log.warning(f"{url}: {why}; the download was removed")
                     continue
+                _forget(path)
                 part.finish(path)
                 return DownloadResult(
                     url, path, digest, size, part.resumed_from, part.received, tried
@@ -682,7 +683,7 @@ def _distrust(zip_path: Path, digest: str, reason: str) -> None:
 
 
 def _forget(zip_path: Path) -> None:
-    """Drop what is recorded about NAME.zip before it is replaced."""
+    """Drop what is recorded about NAME.zip (digest, distrust) just before it is replaced."""
     for suffix in (".sha256", ".untrusted"):
         _sidecar(zip_path, suffix).unlink(missing_ok=True)
 
@@ -720,18 +721,14 @@ def _make_dirs(folder: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _new_dirs(folder: Path, litter: Sequence[Path] = ()) -> Iterator[list[Path]]:
-    """Create `folder` if needed; if the body fails, remove the folders this created that are
-    empty but for `litter` (files of ours, such as a lock file)."""
+def _new_dirs(folder: Path) -> Iterator[list[Path]]:
+    """Create `folder` if needed; if the body fails, remove the folders this created, if empty."""
     created = _make_dirs(folder)
     try:
         yield created
     except BaseException:
         for d in reversed(created):
             with contextlib.suppress(OSError):
-                if d == folder and set(d.iterdir()) <= set(litter):
-                    for f in litter:
-                        f.unlink(missing_ok=True)
                 d.rmdir()
         raise
 
@@ -763,33 +760,47 @@ def _locked(zip_path: Path, created: list[Path]) -> Iterator[bool]:
     left a new NAME.zip while we waited.
 
     `filelock` locks with flock (LockFileEx on Windows), which the system drops if the holder
-    dies. The lock file stays, as filelock intends (waiters share its inode); the holder's pid
-    is in NAME.zip.lock.pid while it holds the lock.
+    dies. The lock file stays, as filelock intends (waiters share its inode), except in a
+    folder this fetch made and leaves empty on failure; the holder's pid is in
+    NAME.zip.lock.pid while it holds the lock.
     """
+    folder = zip_path.parent
     lock_path, pid_path = _sidecar(zip_path, ".lock"), _sidecar(zip_path, ".lock.pid")
     before = _identity(zip_path)
     lock = FileLock(str(lock_path))
     waited = False
-    for attempt in range(3):
+    for _ in range(10):
         try:
             try:
                 lock.acquire(timeout=0)
             except Timeout:
+                if not waited:
+                    log.warning(
+                        f"another fetch is downloading {zip_path.name} into {folder} "
+                        f"(pid {_holder(pid_path)}); waiting for it"
+                    )
                 waited = True
-                log.warning(
-                    f"another fetch is downloading {zip_path.name} into {zip_path.parent} "
-                    f"(pid {_holder(pid_path)}); waiting for it"
-                )
                 lock.acquire(timeout=-1, poll_interval=LOCK_POLL)
-            break
         except FileNotFoundError:
             # The fetch we waited for failed and removed the folder it had made.
-            if attempt == 2:
-                raise
-            created += _make_dirs(zip_path.parent)
+            created += _make_dirs(folder)
+            continue
+        if lock_path.exists():
+            break
+        # We locked the lock file of a fetch that removed it with its folder as we took it.
+        lock.release()
+        created += _make_dirs(folder)
+    else:
+        raise DownloadError(f"{lock_path}: could not take the lock; is {folder} being deleted?")
     try:
         pid_path.write_text(f"{os.getpid()}\n")
         yield waited and _identity(zip_path) not in (None, before)
+    except BaseException:
+        # Removed while we hold the lock, so that the folder we made can go too.
+        with contextlib.suppress(OSError):
+            if folder in created and set(folder.iterdir()) <= {lock_path, pid_path}:
+                lock_path.unlink()
+        raise
     finally:
         pid_path.unlink(missing_ok=True)
         lock.release()
@@ -847,11 +858,7 @@ def fetch(
         checkpoint_dir=dest,
         unpacked=False,
     )
-    # A failure removes a `dest` this made (with the lock file, the only thing left in it).
-    with (
-        _new_dirs(dest, litter=[_sidecar(zip_path, ".lock")]) as created,
-        _locked(zip_path, created) as fresh,
-    ):
+    with _new_dirs(dest) as created, _locked(zip_path, created) as fresh:
         if force and fresh:
             log.info(f"{zip_path} was just downloaded by the fetch we waited for; using it")
             force = False
@@ -860,7 +867,6 @@ def fetch(
             result.sha256 = _verify_existing(zip_path, expected)
             result.size = zip_path.stat().st_size
         else:
-            _forget(zip_path)
             d = download(
                 sources,
                 zip_path,
