@@ -870,6 +870,16 @@ def test_content_length_shorter_than_the_body_keeps_nothing(
     assert [p.name for p in tmp_path.iterdir()] == ["r.zip.lock"]
 
 
+def test_body_that_only_starts_like_a_zip_keeps_nothing(server: Server, tmp_path: Path) -> None:
+    url = server.route("/r.zip", Behaviour(body=b"PK\x03\x04 and then nothing"))
+    with pytest.raises(DownloadError) as e:
+        fetch(dest=tmp_path, urls=[url], **FAST)
+    assert str(e.value).startswith(
+        f"could not download r.zip: {url} -> the 21 bytes received are not a whole zip ("
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["r.zip.lock"]
+
+
 def test_zip_that_fails_to_unpack_is_not_trusted_next_time(
     server: Server, release_zip: bytes, corrupt_zip: tuple[bytes, str], tmp_path: Path
 ) -> None:

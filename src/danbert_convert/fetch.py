@@ -554,7 +554,7 @@ def _not_a_whole_zip(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as zf:
             zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as e:
         return one_line(e)
     return None
 
