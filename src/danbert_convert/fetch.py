@@ -714,9 +714,14 @@ def _verify_existing(zip_path: Path, expected: str | None) -> str:
 
 
 def _make_dirs(folder: Path) -> list[Path]:
-    """mkdir -p; return the folders it created, outermost first."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
+    """mkdir -p; return the folders it created, outermost first.
+
+    Anything already at `folder`, a symlink that leads nowhere included, is left for the
+    caller's checks to judge.
+    """
+    missing = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
+    if missing:
+        folder.mkdir(parents=True, exist_ok=True)
     return missing[::-1]
 
 
@@ -782,6 +787,8 @@ def _locked(zip_path: Path, created: list[Path]) -> Iterator[bool]:
                 waited = True
                 lock.acquire(timeout=-1, poll_interval=LOCK_POLL)
         except FileNotFoundError:
+            if os.path.lexists(folder):  # a symlink to nowhere: making folders cannot help
+                raise
             # The fetch we waited for failed and removed the folder it had made.
             created += _make_dirs(folder)
             continue
