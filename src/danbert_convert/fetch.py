@@ -866,7 +866,7 @@ def fetch(
         unpacked=False,
     )
     with _new_dirs(dest) as created, _locked(zip_path, created) as fresh:
-        if force and fresh:
+        if force and fresh and not _sidecar(zip_path, ".untrusted").exists():
             log.info(f"{zip_path} was just downloaded by the fetch we waited for; using it")
             force = False
         if zip_path.is_file() and not force:
