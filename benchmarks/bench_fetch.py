@@ -1,6 +1,6 @@
 """Download throughput of `danbert fetch` beside curl's, and what a resume re-sends.
 
-Serves a 1 GiB file (random bytes behind a zip signature, made once in benchmarks/.cache)
+Serves a 1 GiB file (a stored zip of random bytes, made once in benchmarks/.cache)
 from a local threaded HTTP server that answers with sendfile, then in the same run:
   - curl -o FILE, and our `download()` (which also hashes with SHA-256 as it writes),
     alternated, each `--runs` times; best and median MB/s;
@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,16 +33,18 @@ from danbert_convert.fetch import download  # noqa: E402
 CACHE = HERE / ".cache" / "fetch"
 
 
-def source_file(size: int) -> Path:
-    """A `size`-byte file starting with a zip signature (our non-zip check reads it)."""
-    path = CACHE / f"source-{size}.zip"
-    if path.is_file() and path.stat().st_size == size:
+def source_file(payload: int) -> Path:
+    """A stored zip of one `payload`-byte random entry (download() checks it is a whole zip)."""
+    path = CACHE / f"zip-{payload}.zip"
+    if path.is_file() and zipfile.is_zipfile(path):
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(b"PK\x03\x04")
-        left = size - 4
+    with (
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf,
+        zf.open("data.bin", "w", force_zip64=payload > (1 << 31)) as f,
+    ):
+        left = payload
         while left:
             n = min(left, 64 << 20)
             f.write(os.urandom(n))
@@ -65,7 +68,8 @@ def time_ours(url: str, out: Path) -> float:
 def clean(*paths: Path) -> None:
     for p in paths:
         p.unlink(missing_ok=True)
-        p.with_name(p.name + ".part").unlink(missing_ok=True)
+        for suffix in (".part", ".part.json"):
+            p.with_name(p.name + suffix).unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -75,8 +79,8 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("curl") is None:
         sys.exit("curl is not installed (apt-get install -y curl)")
-    size = args.size_mib << 20
-    src = source_file(size)
+    src = source_file(args.size_mib << 20)
+    size = src.stat().st_size
     out_curl, out_ours = CACHE / "curl.out", CACHE / "ours.zip"
     print(f"source: {src} ({size / 1e9:.2f} GB); {os.cpu_count()} CPUs")
 

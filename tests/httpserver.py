@@ -2,6 +2,8 @@
 
 Each path has a list of behaviours; the n-th request to a path gets the n-th behaviour (the
 last one repeats). Every request is recorded with its headers and the body bytes sent.
+Range and If-Range are honoured as RFC 9110 says (If-Range compared with the behaviour's
+ETag or Last-Modified header) unless a behaviour says otherwise.
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ class Behaviour:
     stall_after: int | None = None
     """Stop sending for `stall_seconds` after this many body bytes."""
     stall_seconds: float = 0.0
+    gate: threading.Event | None = None
+    """With `stall_after`: stop sending until this is set (at most 60 s), not for a time."""
     headers: dict[str, str] = field(default_factory=dict)
+    """Extra headers; an ETag or Last-Modified here is what If-Range is compared with."""
+    honour_if_range: bool = True
+    """False: serve the Range even when If-Range does not match (a server that ignores it)."""
+    max_range: int | None = None
+    """A 206 carries at most this many bytes, its Content-Range ending short of the file."""
+    length_delta: int = 0
+    """Announce a Content-Length this much off the bytes sent (then close the connection)."""
 
 
 @dataclass
@@ -118,6 +129,10 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
             start, end, status = 0, size, b.status
             headers = {"Content-Type": b.content_type, **b.headers}
             m = _RANGE.match(self.headers.get("Range", ""))
+            if_range = self.headers.get("If-Range")
+            validators = {b.headers.get("ETag"), b.headers.get("Last-Modified")} - {None}
+            if if_range is not None and b.honour_if_range and if_range not in validators:
+                m = None  # the file changed: the whole of it, 200
             if status == 200 and b.honour_range and m:
                 start = int(m[1])
                 if start >= size:
@@ -125,12 +140,14 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                     headers["Content-Range"] = f"bytes */{size}"
                 else:
                     status = 206
-                    headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+                    if b.max_range is not None:
+                        end = min(size, start + b.max_range)
+                    headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
             record.status = status
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)
-            self.send_header("Content-Length", str(end - start))
+            self.send_header("Content-Length", str(end - start + b.length_delta))
             self.end_headers()
             self.wfile.flush()
             try:
@@ -146,11 +163,14 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 limit = min(end, start + b.drop_after)
             if b.stall_after is not None:
                 sent = self._send(b, start, min(limit, start + b.stall_after))
-                time.sleep(b.stall_seconds)
+                if b.gate is not None:
+                    b.gate.wait(60)
+                else:
+                    time.sleep(b.stall_seconds)
                 sent += self._send(b, start + sent, limit)
             else:
                 sent = self._send(b, start, limit)
-            if limit < end:
+            if limit < end or b.length_delta > 0:
                 self.close_connection = True
             return sent
 

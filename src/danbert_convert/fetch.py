@@ -1,20 +1,28 @@
 """Download a release zip over a hostile network, then unpack it.
 
-Bytes stream into `NAME.zip.part`, hashed as they arrive; a later run resumes the `.part` with
-an HTTP Range request. Only a complete file whose SHA-256 checks out is renamed to `NAME.zip`,
-and its digest is recorded beside it in `NAME.zip.sha256` (sha256sum format).
+Bytes stream into `NAME.zip.part`, hashed as they arrive. Where the `.part` came from (URL,
+ETag or Last-Modified, size) is recorded in `NAME.zip.part.json` when it begins; a later run
+resumes it with a Range request made conditional by If-Range, and starts over when the server
+answers with the whole file or a different one. Only a complete zip whose SHA-256 checks out
+is renamed to `NAME.zip`, and its digest is recorded beside it in `NAME.zip.sha256`
+(sha256sum format). One fetch at a time works on a NAME.zip: the others wait on
+`NAME.zip.lock`, then check and reuse what it left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import queue
 import re
+import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
@@ -22,13 +30,20 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from danbert_convert import __version__
 from danbert_convert._fs import hash_file_into, sha256_file
-from danbert_convert.errors import DownloadError, InputError
+from danbert_convert.errors import DownloadError, InputError, one_line
 from danbert_convert.models import DEFAULT_MODEL, Release, get_release
-from danbert_convert.unpack import MAX_RATIO, MAX_TOTAL, locate_checkpoint_dir, unpack
+from danbert_convert.unpack import (
+    MAX_RATIO,
+    MAX_TOTAL,
+    ZipCorruptError,
+    locate_checkpoint_dir,
+    unpack,
+)
 
 log = logging.getLogger("danbert_convert")
 
@@ -36,9 +51,14 @@ TIMEOUT = (10.0, 60.0)
 """Seconds to connect, and to wait for the next bytes of the body."""
 RETRIES = 5
 """Retries per source after a failure that made no progress; progress resets the count."""
+RESOLVE_RETRIES = 1
+"""Retries after "host not found": a name that did not resolve rarely resolves a second later."""
+MAX_RESTARTS = 3
+"""Times one source may make us discard the `.part` (a changed file) before we give up on it."""
 BACKOFF = 1.0
 MAX_BACKOFF = 30.0
 CHUNK = 1 << 20
+LOCK_POLL = 0.1
 
 ProgressHook = Callable[[int, "int | None"], None]
 """Called after every chunk with (bytes on disk, total or None)."""
@@ -47,6 +67,16 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
 _UNSATISFIED_RANGE = re.compile(r"^bytes\s+\*/(\d+)$")
+_NAME_RESOLUTION_ERROR: type[BaseException] | tuple[()] = getattr(
+    urllib3.exceptions, "NameResolutionError", ()
+)
+_UNRESOLVED_TEXTS = (
+    "Name or service not known",
+    "Temporary failure in name resolution",
+    "nodename nor servname provided",
+    "No address associated with hostname",
+    "getaddrinfo failed",
+)
 
 
 @dataclass
@@ -92,13 +122,24 @@ class FetchResult:
 class _SourceFailed(Exception):
     """This source cannot give us the file; try the next one."""
 
+    def __init__(self, message: str, network: bool = False) -> None:
+        super().__init__(message)
+        self.network = network
+        """The source was never reached, or the connection kept failing."""
+
 
 class _Retry(Exception):
     """A transient failure: wait, then ask the same source again."""
 
+    def __init__(self, message: str, network: bool = False, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.network = network
+        self.limit = limit
+        """At most this many retries for this kind of failure (None: the caller's)."""
+
 
 class _Restart(Exception):
-    """The `.part` was discarded; ask again at once from byte 0."""
+    """The `.part` does not belong to the file the server now has: discard it, ask from 0."""
 
 
 def check_sha256(value: str) -> str:
@@ -114,6 +155,10 @@ def filename_from_url(url: str) -> str:
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
     name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "download"
     return name if name.lower().endswith(".zip") else name + ".zip"
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 class _Hasher:
@@ -146,33 +191,108 @@ class _Hasher:
         return self._h.hexdigest()
 
 
+@dataclass
+class _Origin:
+    """Where a `.part` came from: recorded when it begins, checked whenever it is resumed."""
+
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    size: int | None = None
+
+    @classmethod
+    def of(cls, url: str, resp: requests.Response, size: int | None) -> _Origin:
+        return cls(url, resp.headers.get("ETag"), resp.headers.get("Last-Modified"), size)
+
+    @classmethod
+    def load(cls, path: Path) -> _Origin | None:
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            origin = cls(d["url"], d.get("etag"), d.get("last_modified"), d.get("size"))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        texts = (origin.url, origin.etag or "", origin.last_modified or "")
+        ok = all(isinstance(v, str) for v in texts) and isinstance(origin.size, (int, type(None)))
+        return origin if ok else None
+
+    def if_range(self) -> str | None:
+        """The validator for If-Range: a strong ETag, else Last-Modified (a weak ETag never
+        matches an If-Range, RFC 9110 13.1.5)."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def changed(self, resp: requests.Response, size: int | None) -> str | None:
+        """Why `resp` is not about the file this `.part` began with, or None if nothing says so.
+
+        Catches servers that honour Range but ignore If-Range.
+        """
+        etag, modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+        if self.etag and etag and etag.removeprefix("W/") != self.etag.removeprefix("W/"):
+            return f"its ETag was {self.etag}, now {etag}"
+        if self.last_modified and modified and modified != self.last_modified:
+            return f"it was last modified {self.last_modified}, now {modified}"
+        if self.size is not None and size is not None and size != self.size:
+            return f"its size was {self.size} bytes, now {size}"
+        return None
+
+
 class _Part:
-    """The `.part` file: bytes on disk, and a running SHA-256 over exactly those bytes."""
+    """The `.part` file: bytes on disk, a running SHA-256 over exactly those bytes, and the
+    record of where they came from (`.part.json`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.meta_path = path.with_name(path.name + ".json")
+        self.origin: _Origin | None = None
         self.offset = 0
         start = hashlib.sha256()
         if path.is_file() and path.stat().st_size > 0:
             with open(path, "rb") as f:
                 head = f.read(4)
-            if head in _ZIP_MAGIC:
+            origin = _Origin.load(self.meta_path)
+            if head not in _ZIP_MAGIC:
+                log.warning(f"{path}: not the start of a zip; starting over")
+            elif origin is None:
+                # Without a record, nothing says these bytes are the file we are asking for.
+                log.warning(
+                    f"{path}: no record of where it came from ({self.meta_path.name}); "
+                    "starting over"
+                )
+            else:
                 # Hashed from disk once; from here on the hash follows the appended bytes.
                 start = hash_file_into(start, path)
                 self.offset = path.stat().st_size
+                self.origin = origin
                 log.info(f"resuming {path.name} at {self.offset} bytes")
-            else:
-                log.warning(f"{path}: not the start of a zip; starting over")
-                path.unlink()
+        if not self.offset:
+            self._discard()
         self.hasher = _Hasher(start)
         self.resumed_from = self.offset
         self.received = 0
 
-    def reset(self) -> None:
+    def _discard(self) -> None:
         self.path.unlink(missing_ok=True)
+        self.meta_path.unlink(missing_ok=True)
+
+    def reset(self) -> None:
+        self._discard()
         self.hasher.close()
         self.hasher = _Hasher()
         self.offset = self.resumed_from = 0
+        self.origin = None
+
+    def begin(self, origin: _Origin) -> None:
+        """Record where the `.part` comes from before its first byte is written."""
+        tmp = self.meta_path.with_name(self.meta_path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(origin)) + "\n", encoding="utf-8")
+        os.replace(tmp, self.meta_path)
+        self.origin = origin
+
+    def finish(self, path: Path) -> None:
+        """Rename the complete `.part` to `path`; its record is no longer needed."""
+        os.replace(self.path, path)
+        self.meta_path.unlink(missing_ok=True)
 
     def append(self, f: IO[bytes], chunk: bytes) -> None:
         f.write(chunk)
@@ -181,9 +301,29 @@ class _Part:
         self.received += len(chunk)
 
 
+def _unresolved(e: BaseException) -> bool:
+    """Whether a connection error is a failure to resolve the host name."""
+    seen: set[int] = set()
+    stack: list[object] = [e]
+    while stack:
+        x = stack.pop()
+        if not isinstance(x, BaseException) or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, socket.gaierror) or (
+            _NAME_RESOLUTION_ERROR and isinstance(x, _NAME_RESOLUTION_ERROR)
+        ):
+            return True
+        # urllib3 keeps the cause of a MaxRetryError in `reason`.
+        stack += [x.__cause__, x.__context__, getattr(x, "reason", None)]
+    return any(t in str(e) for t in _UNRESOLVED_TEXTS)
+
+
 def _describe(e: Exception) -> str:
     """A short reason for a network error (requests' own embed whole connection-pool reprs)."""
     text = str(e)
+    if _unresolved(e):
+        return "host not found"
     if isinstance(e, requests.ConnectTimeout):
         return "connect timed out"
     if isinstance(e, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
@@ -194,8 +334,6 @@ def _describe(e: Exception) -> str:
         return "connection dropped mid-transfer"
     for pattern, short in (
         ("Connection refused", "connection refused"),
-        ("Name or service not known", "host not found"),
-        ("Temporary failure in name resolution", "host not found"),
         ("RemoteDisconnected", "connection closed without a response"),
         ("Connection reset", "connection reset"),
     ):
@@ -208,19 +346,28 @@ def _status_text(resp: requests.Response) -> str:
     return f"HTTP {resp.status_code} {resp.reason or ''}".strip()
 
 
-def _expected_total(resp: requests.Response, part: _Part) -> int | None:
-    """Check the status against the `.part` and return the full file size, if the server said.
+def _accept(
+    resp: requests.Response, url: str, part: _Part, conditional: bool
+) -> tuple[int | None, int | None]:
+    """Check the status against the `.part`; return (size of the whole file, bytes this
+    response carries), each None where the server did not say.
 
-    A 200 to a Range request restarts the `.part` and keeps the body; 206 must start where
-    the `.part` ends; 416 means the `.part` is complete, or is discarded.
+    A 200 to a Range request restarts the `.part` and keeps the body; a 206 must continue the
+    `.part`'s file from where it ends; a 416 means the `.part` is complete.
     """
     status = resp.status_code
-    length = resp.headers.get("Content-Length")
+    header = resp.headers.get("Content-Length")
+    length = int(header) if header is not None and header.isdigit() else None
     if status == 200:
         if part.offset:
-            log.info(f"{resp.url}: server ignored the Range request; starting over")
+            what = (
+                f"the file changed since {part.path.name} began (If-Range not satisfied)"
+                if conditional
+                else "the server ignored the Range request"
+            )
+            log.warning(f"{url}: {what}; starting over from byte 0")
             part.reset()
-        return int(length) if length and length.isdigit() else None
+        return length, length
     if status == 206:
         content_range = resp.headers.get("Content-Range")
         m = _CONTENT_RANGE.match(content_range or "")
@@ -231,20 +378,23 @@ def _expected_total(resp: requests.Response, part: _Part) -> int | None:
                 else f"206 with a bad Content-Range {content_range!r}"
             )
         start, end = int(m[1]), int(m[2])
+        total = int(m[3]) if m[3] != "*" else None
+        if end < start or (total is not None and end >= total):
+            raise _SourceFailed(f"206 with a bad Content-Range {content_range!r}")
         if start != part.offset:
-            log.warning(f"{resp.url}: asked for bytes {part.offset}-, got {start}-; starting over")
-            part.reset()
-            raise _Restart
-        if length is not None and int(length) != end - start + 1:
+            raise _Restart(f"asked for bytes {part.offset}-, got {start}-")
+        if part.origin is not None and (why := part.origin.changed(resp, total)):
+            raise _Restart(f"the file changed since {part.path.name} began ({why})")
+        if length is not None and length != end - start + 1:
             raise _SourceFailed(f"206 with Content-Length {length} for range {start}-{end}")
-        return int(m[3]) if m[3] != "*" else None
+        return total, end - start + 1
     if status == 416:
         m = _UNSATISFIED_RANGE.match(resp.headers.get("Content-Range", ""))
-        if m and int(m[1]) == part.offset:
-            return part.offset
-        log.warning(f"{resp.url}: the .part does not fit the file on the server; starting over")
-        part.reset()
-        raise _Restart
+        size = int(m[1]) if m else None
+        why = part.origin.changed(resp, size) if part.origin is not None else None
+        if part.offset and size == part.offset and why is None:
+            return size, 0
+        raise _Restart(f"{part.path.name} does not fit the file on the server ({why or status})")
     if status in (404, 410):
         raise _SourceFailed(_status_text(resp))
     if status == 429 or status >= 500:
@@ -269,7 +419,18 @@ def _read(read: Callable[[int], bytes]) -> bytes:
     try:
         return read(CHUNK)
     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as e:
-        raise _Retry(_describe(e)) from e
+        raise _Retry(_describe(e), network=True) from e
+
+
+def _head(chunk: bytes, read: Callable[[int], bytes]) -> bytes:
+    """Read on until the body's first 4 non-blank bytes are in hand, however the server
+    split them (the zip and HTML checks look at them); stop at the body's end."""
+    while chunk and len(chunk.lstrip()) < 4 and len(chunk) < 4096:
+        more = _read(read)
+        if not more:
+            break
+        chunk += more
+    return chunk
 
 
 def _transfer(
@@ -279,29 +440,51 @@ def _transfer(
     timeout: tuple[float, float],
     bar: tqdm,
     on_progress: ProgressHook | None,
-) -> None:
-    """One request: append what the server sends to the `.part`, or raise why not."""
+) -> bool:
+    """One request: append what the server sends to the `.part`.
+
+    True once the file is complete; False when a 206 ended where it said it would, short of
+    the file's end (ask for the rest at once); otherwise raises why not.
+    """
     headers = {"Accept-Encoding": "identity"}
+    validator = None
+    if part.offset and part.origin is not None:
+        validator = part.origin.if_range()
+        if validator is None and part.origin.url != url:
+            # With no validator to send, only the URL that began the `.part` may continue it.
+            log.warning(
+                f"{url}: {part.path.name} began at {part.origin.url}, which gave no ETag or "
+                "Last-Modified to check it against; starting over from byte 0"
+            )
+            part.reset()
     if part.offset:
         headers["Range"] = f"bytes={part.offset}-"
+        if validator is not None:
+            headers["If-Range"] = validator
     try:
         resp = session.get(url, headers=headers, stream=True, timeout=timeout)
     except (requests.ConnectionError, requests.Timeout) as e:
-        raise _Retry(_describe(e)) from e
+        limit = RESOLVE_RETRIES if _unresolved(e) else None
+        raise _Retry(_describe(e), network=True, limit=limit) from e
     except requests.RequestException as e:
         raise _SourceFailed(f"bad request: {e}") from e
     with resp:
-        total = _expected_total(resp, part)
+        total, length = _accept(resp, url, part, conditional="If-Range" in headers)
         if resp.status_code == 416:
-            return
+            return True
+        begun = part.offset
         bar.reset(total)
-        bar.update(part.offset)
+        bar.update(begun)
         # read1 returns what has arrived: a dropped connection loses no received bytes, and
         # the bar moves smoothly. urllib3 1.x lacks it; read() waits for a full chunk.
         read = getattr(resp.raw, "read1", None) or resp.raw.read
         chunk = _read(read)
-        _check_is_zip(resp, chunk, at_start=part.offset == 0)
+        if begun == 0:
+            chunk = _head(chunk, read)
+        _check_is_zip(resp, chunk, at_start=begun == 0)
         try:
+            if begun == 0:
+                part.begin(_Origin.of(url, resp, total))
             with open(part.path, "ab") as f:
                 while chunk:
                     part.append(f, chunk)
@@ -311,8 +494,18 @@ def _transfer(
                     chunk = _read(read)
         except OSError as e:
             raise DownloadError(f"{part.path}: cannot write: {e.strerror or e}") from e
-    if total is not None and part.offset != total:
-        raise _Retry(f"connection closed at byte {part.offset} of {total}")
+    got = part.offset - begun
+    if (length is not None and got > length) or (total is not None and part.offset > total):
+        announced = f"{length} bytes" if length is not None else f"a {total}-byte file"
+        part.reset()
+        raise _SourceFailed(f"the server sent {got} bytes for {announced}")
+    if length is not None and got < length:
+        raise _Retry(f"connection closed at byte {part.offset} of {total or '?'}", network=True)
+    if total is not None and part.offset < total:
+        if resp.status_code == 206:
+            return False
+        raise _Retry(f"connection closed at byte {part.offset} of {total}", network=True)
+    return True
 
 
 def _from_source(
@@ -328,22 +521,42 @@ def _from_source(
     on_progress: ProgressHook | None,
 ) -> None:
     """Get the whole file from one URL, retrying transient failures with bounded back-off."""
-    failures = 0
+    failures = restarts = 0
     while True:
         before = part.offset
         try:
-            _transfer(session, url, part, timeout, bar, on_progress)
-            return
-        except _Restart:
-            continue
+            if _transfer(session, url, part, timeout, bar, on_progress):
+                return
+        except _Restart as e:
+            part.reset()
+            restarts += 1
+            if restarts > MAX_RESTARTS:
+                raise _SourceFailed(f"{e} (gave up after {MAX_RESTARTS} restarts)") from None
+            log.warning(f"{url}: {e}; starting over from byte 0")
         except _Retry as e:
             # A dropped connection that delivered bytes is progress, not a strike.
             failures = 1 if part.offset > before else failures + 1
-            if failures > retries:
-                raise _SourceFailed(f"{e} (gave up after {retries} retries)") from None
+            limit = retries if e.limit is None else min(retries, e.limit)
+            if failures > limit:
+                gave_up = f"gave up after {_plural(limit, 'retry', 'retries')}"
+                raise _SourceFailed(f"{e} ({gave_up})", network=e.network) from None
             delay = min(max_backoff, backoff * 2 ** (failures - 1))
-            log.warning(f"{url}: {e}; retry {failures}/{retries} in {delay:.1f} s")
+            log.warning(f"{url}: {e}; retry {failures}/{limit} in {delay:.1f} s")
             time.sleep(delay)
+
+
+def _not_a_whole_zip(path: Path) -> str | None:
+    """Why `path` is not a complete zip (its central directory does not read), or None.
+
+    The one check that catches a server whose Content-Length is shorter than the file: HTTP
+    then ends the body early and cleanly, and the cut-off tail holds the central directory.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as e:
+        return one_line(e)
+    return None
 
 
 def download(
@@ -362,7 +575,7 @@ def download(
     """Download the first of `urls` that works to `path`, via `path.part`, and verify it.
 
     Raises DownloadError naming every URL tried and what it answered. A KeyboardInterrupt
-    leaves the `.part` for the next call to resume.
+    leaves the `.part` for the next call to resume. Takes no lock: `fetch` does.
     """
     if not urls:
         raise InputError("no URL to download from")
@@ -371,6 +584,7 @@ def download(
     own_session = session is None
     session = session or _new_session()
     tried: list[tuple[str, str]] = []
+    unreachable: list[str] = []
     try:
         with tqdm(
             unit="B",
@@ -396,18 +610,24 @@ def download(
                 except _SourceFailed as e:
                     log.warning(f"{url}: {e}")
                     tried.append((url, str(e)))
+                    if e.network:
+                        unreachable.append(url)
                     continue
                 digest = part.hasher.hexdigest()
-                if sha256 is not None and digest != sha256:
-                    resumed = " (resumed)" if part.resumed_from else ""
-                    part.reset()
-                    tried.append(
-                        (url, f"SHA-256 mismatch{resumed}: expected {sha256}, got {digest}")
-                    )
-                    log.warning(f"{url}: {tried[-1][1]}; the download was removed")
-                    continue
                 size = part.offset
-                os.replace(part.path, path)
+                why = _not_a_whole_zip(part.path)
+                if why is None and sha256 is not None and digest != sha256:
+                    resumed = " (resumed)" if part.resumed_from else ""
+                    why = f"SHA-256 mismatch{resumed}: expected {sha256}, got {digest}"
+                elif why is not None:
+                    why = f"the {size} bytes received are not a whole zip ({why})"
+                if why is not None:
+                    part.reset()
+                    tried.append((url, why))
+                    log.warning(f"{url}: {why}; the download was removed")
+                    continue
+                _forget(path)
+                part.finish(path)
                 return DownloadResult(
                     url, path, digest, size, part.resumed_from, part.received, tried
                 )
@@ -416,7 +636,14 @@ def download(
         if own_session:
             session.close()
     summary = "; ".join(f"{u} -> {e}" for u, e in tried)
-    raise DownloadError(f"could not download {path.name}: {summary}")
+    hint = ""
+    if unreachable:
+        url = unreachable[0]
+        hint = (
+            f"; to get it another way, download {url} elsewhere (a browser, another machine) "
+            "and use --from FILE.zip, or give a mirror with --url MIRROR"
+        )
+    raise DownloadError(f"could not download {path.name}: {summary}{hint}")
 
 
 def _new_session() -> requests.Session:
@@ -425,25 +652,58 @@ def _new_session() -> requests.Session:
     return s
 
 
+def _sidecar(zip_path: Path, suffix: str) -> Path:
+    return zip_path.with_name(zip_path.name + suffix)
+
+
 def _record_digest(zip_path: Path, digest: str) -> None:
     """Write NAME.zip.sha256 in sha256sum format, so `sha256sum -c` can check it too."""
-    tmp = zip_path.with_name(zip_path.name + ".sha256.tmp")
+    tmp = _sidecar(zip_path, ".sha256.tmp")
     tmp.write_text(f"{digest}  {zip_path.name}\n")
-    os.replace(tmp, zip_path.with_name(zip_path.name + ".sha256"))
+    os.replace(tmp, _sidecar(zip_path, ".sha256"))
 
 
 def _recorded_digest(zip_path: Path) -> str | None:
     try:
-        text = zip_path.with_name(zip_path.name + ".sha256").read_text()
+        text = _sidecar(zip_path, ".sha256").read_text()
     except OSError:
         return None
     digest = text.split(maxsplit=1)[0].lower() if text.strip() else ""
     return digest if _HEX64.match(digest) else None
 
 
+def _distrust(zip_path: Path, digest: str, reason: str) -> None:
+    """Mark NAME.zip as failed to unpack (NAME.zip.untrusted: its digest and why); it is no
+    longer a verified download, so its recorded digest goes."""
+    reason = reason.removeprefix(f"{zip_path}: ")
+    tmp = _sidecar(zip_path, ".untrusted.tmp")
+    tmp.write_text(f"{digest}  {reason}\n", encoding="utf-8")
+    os.replace(tmp, _sidecar(zip_path, ".untrusted"))
+    _sidecar(zip_path, ".sha256").unlink(missing_ok=True)
+
+
+def _forget(zip_path: Path) -> None:
+    """Drop what is recorded about NAME.zip (digest, distrust) just before it is replaced."""
+    for suffix in (".sha256", ".untrusted"):
+        _sidecar(zip_path, suffix).unlink(missing_ok=True)
+
+
 def _verify_existing(zip_path: Path, expected: str | None) -> str:
-    """Hash an existing zip and compare with the expected or recorded digest."""
+    """Hash an existing zip and compare with the expected or recorded digest; refuse one that
+    failed to unpack before."""
     digest = sha256_file(zip_path)
+    marker = _sidecar(zip_path, ".untrusted")
+    try:
+        bad_digest, _, reason = marker.read_text(encoding="utf-8").strip().partition("  ")
+    except OSError:
+        pass
+    else:
+        if bad_digest == digest:
+            raise DownloadError(
+                f"{zip_path} did not unpack in an earlier run ({reason}); it is not trusted: "
+                "use --force to download it again"
+            )
+        marker.unlink(missing_ok=True)  # the zip was replaced since
     want = expected or _recorded_digest(zip_path)
     if want is not None and digest != want:
         raise DownloadError(
@@ -451,6 +711,106 @@ def _verify_existing(zip_path: Path, expected: str | None) -> str:
             "delete it (or use --force) to download again"
         )
     return digest
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """mkdir -p; return the folders it created, outermost first.
+
+    Anything already at `folder`, a symlink that leads nowhere included, is left for the
+    caller's checks to judge.
+    """
+    missing = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
+    if missing:
+        folder.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+@contextlib.contextmanager
+def _new_dirs(folder: Path) -> Iterator[list[Path]]:
+    """Create `folder` if needed; if the body fails, remove the folders this created, if empty."""
+    created = _make_dirs(folder)
+    try:
+        yield created
+    except BaseException:
+        for d in reversed(created):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _holder(pid_path: Path, wait: float = 1.0) -> str:
+    """The pid the lock holder wrote (it writes it just after taking the lock)."""
+    deadline = time.monotonic() + wait
+    while True:
+        with contextlib.suppress(OSError):
+            text = pid_path.read_text().strip()
+            if text.isdigit():
+                return text
+        if time.monotonic() > deadline:
+            return "unknown"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _locked(zip_path: Path, created: list[Path]) -> Iterator[bool]:
+    """Hold NAME.zip.lock, waiting for another fetch that holds it; yield whether that fetch
+    left a new NAME.zip while we waited.
+
+    `filelock` locks with flock (LockFileEx on Windows), which the system drops if the holder
+    dies. The lock file stays, as filelock intends (waiters share its inode), except in a
+    folder this fetch made and leaves empty on failure; the holder's pid is in
+    NAME.zip.lock.pid while it holds the lock.
+    """
+    folder = zip_path.parent
+    lock_path, pid_path = _sidecar(zip_path, ".lock"), _sidecar(zip_path, ".lock.pid")
+    before = _identity(zip_path)
+    lock = FileLock(str(lock_path))
+    waited = False
+    for _ in range(10):
+        try:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                if not waited:
+                    log.warning(
+                        f"another fetch is downloading {zip_path.name} into {folder} "
+                        f"(pid {_holder(pid_path)}); waiting for it"
+                    )
+                waited = True
+                lock.acquire(timeout=-1, poll_interval=LOCK_POLL)
+        except FileNotFoundError:
+            if os.path.lexists(folder):  # a symlink to nowhere: making folders cannot help
+                raise
+            # The fetch we waited for failed and removed the folder it had made.
+            created += _make_dirs(folder)
+            continue
+        if lock_path.exists():
+            break
+        # We locked the lock file of a fetch that removed it with its folder as we took it.
+        lock.release()
+        created += _make_dirs(folder)
+    else:
+        raise DownloadError(f"{lock_path}: could not take the lock; is {folder} being deleted?")
+    try:
+        pid_path.write_text(f"{os.getpid()}\n")
+        yield waited and _identity(zip_path) not in (None, before)
+    except BaseException:
+        # Removed while we hold the lock, so that the folder we made can go too.
+        with contextlib.suppress(OSError):
+            if folder in created and set(folder.iterdir()) <= {lock_path, pid_path}:
+                lock_path.unlink()
+        raise
+    finally:
+        pid_path.unlink(missing_ok=True)
+        lock.release()
 
 
 def fetch(
@@ -507,32 +867,48 @@ def fetch(
         checkpoint_dir=dest,
         unpacked=False,
     )
-    if zip_path.is_file() and not force:
-        log.info(f"{zip_path} already downloaded; checking it")
-        result.sha256 = _verify_existing(zip_path, expected)
-        result.size = zip_path.stat().st_size
-    else:
-        d = download(
-            sources,
-            zip_path,
-            sha256=expected,
-            progress=progress,
-            on_progress=on_progress,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            timeout=timeout,
-        )
-        result.source, result.sha256, result.size = d.url, d.sha256, d.size
-        result.downloaded, result.resumed_from, result.received = True, d.resumed_from, d.received
-        result.tried = d.tried
-    _record_digest(zip_path, result.sha256)
-    log.info(f"sha256 {result.sha256}  {zip_path}")
-    if do_unpack:
-        u = unpack(
-            zip_path, dest, force=force, progress=progress, max_total=max_total, max_ratio=max_ratio
-        )
-        result.checkpoint_dir, result.unpacked = u.checkpoint_dir, u.unpacked
+    with _new_dirs(dest) as created, _locked(zip_path, created) as fresh:
+        if force and fresh and not _sidecar(zip_path, ".untrusted").exists():
+            log.info(f"{zip_path} was just downloaded by the fetch we waited for; using it")
+            force = False
+        if zip_path.is_file() and not force:
+            log.info(f"{zip_path} already downloaded; checking it")
+            result.sha256 = _verify_existing(zip_path, expected)
+            result.size = zip_path.stat().st_size
+        else:
+            d = download(
+                sources,
+                zip_path,
+                sha256=expected,
+                progress=progress,
+                on_progress=on_progress,
+                retries=retries,
+                backoff=backoff,
+                max_backoff=max_backoff,
+                timeout=timeout,
+            )
+            result.source, result.sha256, result.size = d.url, d.sha256, d.size
+            result.downloaded, result.resumed_from = True, d.resumed_from
+            result.received, result.tried = d.received, d.tried
+        _record_digest(zip_path, result.sha256)
+        log.info(f"sha256 {result.sha256}  {zip_path}")
+        if do_unpack:
+            try:
+                u = unpack(
+                    zip_path,
+                    dest,
+                    force=force,
+                    progress=progress,
+                    max_total=max_total,
+                    max_ratio=max_ratio,
+                )
+            except ZipCorruptError as e:
+                _distrust(zip_path, result.sha256, str(e))
+                raise DownloadError(
+                    f"{e}; {zip_path.name} will not be trusted again: "
+                    "use --force to download it again"
+                ) from None
+            result.checkpoint_dir, result.unpacked = u.checkpoint_dir, u.unpacked
     return result
 
 
@@ -557,7 +933,10 @@ def _fetch_local(
     if expected is not None and digest != expected:
         raise DownloadError(f"{src}: SHA-256 mismatch: expected {expected}, got {digest}")
     log.info(f"sha256 {digest}  {src}")
-    u = unpack(src, dest, force=force, progress=progress, max_total=max_total, max_ratio=max_ratio)
+    with _new_dirs(dest):
+        u = unpack(
+            src, dest, force=force, progress=progress, max_total=max_total, max_ratio=max_ratio
+        )
     return FetchResult(
         name, str(src), src, digest, src.stat().st_size, False, u.checkpoint_dir, u.unpacked
     )

@@ -31,6 +31,11 @@ _CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
+class ZipCorruptError(InputError):
+    """The zip's bytes are damaged (truncated, bad CRC), as opposed to a well-formed zip that
+    is refused for what it holds."""
+
+
 @dataclass(frozen=True)
 class UnpackResult:
     folder: Path
@@ -108,8 +113,10 @@ def open_zip(zip_path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(zip_path)
     except FileNotFoundError:
         raise InputError(f"{zip_path}: no such file") from None
+    except PermissionError:
+        raise
     except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise InputError(
+        raise ZipCorruptError(
             f"{zip_path}: not a zip file or truncated (no readable central directory: {e})"
         ) from None
 
@@ -147,12 +154,14 @@ def extract_entry(
                 bar.update(len(chunk))
     except FileExistsError:
         raise InputError(f"{zip_path}: entry {info.filename!r} appears twice") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
-        raise InputError(
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ZipCorruptError(
             f"{zip_path}: entry {info.filename!r} is corrupt or truncated: {e}"
         ) from None
+    except (NotImplementedError, RuntimeError) as e:  # an unsupported method, encryption
+        raise InputError(f"{zip_path}: entry {info.filename!r} cannot be read: {e}") from None
     if n != info.file_size:
-        raise InputError(
+        raise ZipCorruptError(
             f"{zip_path}: entry {info.filename!r} holds {n} bytes, its header says {info.file_size}"
         )
     return n
