@@ -6,6 +6,7 @@ included, ends with one line "interrupted" and exit status 130, never a tracebac
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -29,6 +30,13 @@ def main() -> None:
 
         sys.stderr.write("interrupted\n")
         code = EXIT_INTERRUPTED
+    if code == 130:  # EXIT_INTERRUPTED, without importing anything more here
+        # CPython makes the process die by SIGINT (status -2, not 130) once a KeyboardInterrupt
+        # has left any exec() of a string (dataclasses and namedtuple make classes that way
+        # at import time), whatever exit code follows. Our cleanup has run: leave directly.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

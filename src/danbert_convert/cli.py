@@ -80,10 +80,15 @@ def _echo_json_error(ctx: click.Context, message: str, code: int) -> None:
 class _EchoHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        # tqdm.write keeps a running progress bar intact.
-        from tqdm import tqdm
-
-        tqdm.write(prefix + record.getMessage(), file=sys.stderr)
+        line = prefix + record.getMessage()
+        # tqdm.write keeps a running progress bar intact; with no bar drawn, plain stderr. (A
+        # Ctrl-C inside tqdm's first lock set-up turns into an AttributeError in its cleanup.)
+        bars = sys.modules.get("tqdm.std")
+        if bars is not None and bars.tqdm._instances:
+            bars.tqdm.write(line, file=sys.stderr)
+        else:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
