@@ -40,6 +40,8 @@ class Behaviour:
     """A 206 carries at most this many bytes, its Content-Range ending short of the file."""
     length_delta: int = 0
     """Announce a Content-Length this much off the bytes sent (then close the connection)."""
+    no_length: bool = False
+    """Send no Content-Length: the body ends when the connection closes."""
 
 
 @dataclass
@@ -147,7 +149,10 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)
-            self.send_header("Content-Length", str(end - start + b.length_delta))
+            if b.no_length:
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(end - start + b.length_delta))
             self.end_headers()
             self.wfile.flush()
             try:

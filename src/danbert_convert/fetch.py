@@ -64,6 +64,8 @@ ProgressHook = Callable[[int, "int | None"], None]
 """Called after every chunk with (bytes on disk, total or None)."""
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_MAX_RECORD = 64 << 10
+"""Bytes read at most from the small records kept beside the zip (.part.json, .sha256, ...)."""
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
 _UNSATISFIED_RANGE = re.compile(r"^bytes\s+\*/(\d+)$")
@@ -207,9 +209,14 @@ class _Origin:
     @classmethod
     def load(cls, path: Path) -> _Origin | None:
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as f:
+                text = f.read(_MAX_RECORD + 1)
+            if len(text) > _MAX_RECORD:
+                return None
+            d = json.loads(text.decode("utf-8"))
             origin = cls(d["url"], d.get("etag"), d.get("last_modified"), d.get("size"))
-        except (OSError, ValueError, TypeError, KeyError):
+        # RecursionError: deeply nested brackets; AttributeError: not an object.
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
             return None
         texts = (origin.url, origin.etag or "", origin.last_modified or "")
         ok = all(isinstance(v, str) for v in texts) and isinstance(origin.size, (int, type(None)))
@@ -440,6 +447,7 @@ def _transfer(
     timeout: tuple[float, float],
     bar: tqdm,
     on_progress: ProgressHook | None,
+    max_size: int = MAX_TOTAL,
 ) -> bool:
     """One request: append what the server sends to the `.part`.
 
@@ -472,6 +480,9 @@ def _transfer(
         total, length = _accept(resp, url, part, conditional="If-Range" in headers)
         if resp.status_code == 416:
             return True
+        if total is not None and total > max_size:
+            part.reset()
+            raise _SourceFailed(f"the file is {total} bytes, over the limit of {max_size}")
         begun = part.offset
         bar.reset(total)
         bar.update(begun)
@@ -487,6 +498,12 @@ def _transfer(
                 part.begin(_Origin.of(url, resp, total))
             with open(part.path, "ab") as f:
                 while chunk:
+                    if part.offset + len(chunk) > max_size:
+                        # A body without an end (no Content-Length) would fill the disk.
+                        part.reset()
+                        raise _SourceFailed(
+                            f"the server sent more than {max_size} bytes, the limit; refusing it"
+                        )
                     part.append(f, chunk)
                     bar.update(len(chunk))
                     if on_progress is not None:
@@ -519,13 +536,14 @@ def _from_source(
     timeout: tuple[float, float],
     bar: tqdm,
     on_progress: ProgressHook | None,
+    max_size: int = MAX_TOTAL,
 ) -> None:
     """Get the whole file from one URL, retrying transient failures with bounded back-off."""
     failures = restarts = 0
     while True:
         before = part.offset
         try:
-            if _transfer(session, url, part, timeout, bar, on_progress):
+            if _transfer(session, url, part, timeout, bar, on_progress, max_size):
                 return
         except _Restart as e:
             part.reset()
@@ -571,6 +589,7 @@ def download(
     max_backoff: float = MAX_BACKOFF,
     timeout: tuple[float, float] = TIMEOUT,
     session: requests.Session | None = None,
+    max_size: int = MAX_TOTAL,
 ) -> DownloadResult:
     """Download the first of `urls` that works to `path`, via `path.part`, and verify it.
 
@@ -606,6 +625,7 @@ def download(
                         timeout=timeout,
                         bar=bar,
                         on_progress=on_progress,
+                        max_size=max_size,
                     )
                 except _SourceFailed as e:
                     log.warning(f"{url}: {e}")
@@ -663,10 +683,20 @@ def _record_digest(zip_path: Path, digest: str) -> None:
     os.replace(tmp, _sidecar(zip_path, ".sha256"))
 
 
-def _recorded_digest(zip_path: Path) -> str | None:
+def _read_record(path: Path) -> str | None:
+    """A small text file we wrote beside the zip; None if missing, unreadable, too big or not
+    UTF-8 (a damaged record is no record)."""
     try:
-        text = _sidecar(zip_path, ".sha256").read_text()
-    except OSError:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_RECORD + 1)
+        return data.decode("utf-8") if len(data) <= _MAX_RECORD else None
+    except (OSError, ValueError):
+        return None
+
+
+def _recorded_digest(zip_path: Path) -> str | None:
+    text = _read_record(_sidecar(zip_path, ".sha256"))
+    if text is None:
         return None
     digest = text.split(maxsplit=1)[0].lower() if text.strip() else ""
     return digest if _HEX64.match(digest) else None
@@ -693,11 +723,14 @@ def _verify_existing(zip_path: Path, expected: str | None) -> str:
     failed to unpack before."""
     digest = sha256_file(zip_path)
     marker = _sidecar(zip_path, ".untrusted")
-    try:
-        bad_digest, _, reason = marker.read_text(encoding="utf-8").strip().partition("  ")
-    except OSError:
-        pass
-    else:
+    text = _read_record(marker)
+    if text is None and os.path.lexists(marker):
+        raise DownloadError(
+            f"{zip_path} did not unpack in an earlier run ({marker.name} is unreadable); it is "
+            "not trusted: use --force to download it again"
+        )
+    if text is not None:
+        bad_digest, _, reason = (text.strip().splitlines() or [""])[0].partition("  ")
         if bad_digest == digest:
             raise DownloadError(
                 f"{zip_path} did not unpack in an earlier run ({reason}); it is not trusted: "
@@ -886,6 +919,7 @@ def fetch(
                 backoff=backoff,
                 max_backoff=max_backoff,
                 timeout=timeout,
+                max_size=max_total,
             )
             result.source, result.sha256, result.size = d.url, d.sha256, d.size
             result.downloaded, result.resumed_from = True, d.resumed_from
