@@ -208,6 +208,20 @@ def _interrupts_held() -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
+def _rename_unforced(tmp: Path, target: Path) -> None:
+    try:
+        os.replace(tmp, target)
+    except OSError as e:
+        if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise OutputExistsError(
+                f"{target} exists and is not empty (another run wrote it meanwhile; "
+                "use --force to replace it)"
+            ) from None
+        if e.errno == errno.ENOTDIR:
+            raise OutputExistsError(f"{target} exists and is not a folder") from None
+        raise
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `target`; on success it replaces `target` by rename.
@@ -227,18 +241,27 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
         try:
             yield tmp
             with _interrupts_held() as received:
+                if (
+                    not force
+                    and not os.path.islink(target)
+                    and (os.name == "posix" or not os.path.lexists(target))
+                ):
+                    # Without force, what another run put at `target` since the check stays:
+                    # rename(2) replaces only an empty folder, atomically.
+                    _rename_unforced(tmp, target)
                 # An old target moves aside first so that a failure here never loses both copies.
-                if os.path.lexists(target):
+                elif os.path.lexists(target):
                     old = _sibling(target, "old")
                     with _active_lock:
                         _active.add(old)
                     os.replace(target, old)
-                try:
-                    os.replace(tmp, target)
-                except BaseException:
-                    if old is not None:
+                    try:
+                        os.replace(tmp, target)
+                    except BaseException:
                         os.replace(old, target)
-                    raise
+                        raise
+                else:
+                    os.replace(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

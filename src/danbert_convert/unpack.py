@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from danbert_convert._fs import atomic_dir
-from danbert_convert.errors import InputError
+from danbert_convert.errors import InputError, OutputExistsError
 
 CONFIG_NAME = "bert_config.json"
 MAX_TOTAL = 8 << 30
@@ -189,33 +189,52 @@ def unpack(
         target = dest / (top or zip_path.stem)
         if not force and (target / config).is_file():
             return UnpackResult(target, target / config.parent, unpacked=False, nbytes=0)
-        with (
-            atomic_dir(target, force=force) as tmp,
-            tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=f"unpacking {zip_path.name}",
-                disable=_disable(progress),
-                leave=False,
-            ) as bar,
-        ):
-            root = tmp.resolve()
-            for info, rel in entries:
-                out = tmp / rel
-                # Belt and braces: entry_path already refused every way out that we know of.
-                if not out.resolve().is_relative_to(root):
-                    raise InputError(f"{zip_path}: entry {info.filename!r} resolves outside")
-                try:
-                    (out if info.is_dir() else out.parent).mkdir(parents=True, exist_ok=True)
-                except (FileExistsError, NotADirectoryError):
-                    raise InputError(
-                        f"{zip_path}: entry {info.filename!r} clashes with a file of the same name"
-                    ) from None
-                if not info.is_dir():
-                    extract_entry(zip_path, zf, info, out, bar)
+        try:
+            _extract(zip_path, zf, entries, total, target, force, progress)
+        except OutputExistsError:
+            # Another unpack of a release finished first (`--from` takes no lock): use it.
+            if force or not (target / config).is_file():
+                raise
+            return UnpackResult(target, target / config.parent, unpacked=False, nbytes=0)
     return UnpackResult(target, target / config.parent, unpacked=True, nbytes=total)
+
+
+def _extract(
+    zip_path: Path,
+    zf: zipfile.ZipFile,
+    entries: list[tuple[zipfile.ZipInfo, PurePosixPath]],
+    total: int,
+    target: Path,
+    force: bool,
+    progress: bool | None,
+) -> None:
+    """Extract `entries` into a temporary sibling of `target` that then replaces it."""
+    with (
+        atomic_dir(target, force=force) as tmp,
+        tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"unpacking {zip_path.name}",
+            disable=_disable(progress),
+            leave=False,
+        ) as bar,
+    ):
+        root = tmp.resolve()
+        for info, rel in entries:
+            out = tmp / rel
+            # Belt and braces: entry_path already refused every way out that we know of.
+            if not out.resolve().is_relative_to(root):
+                raise InputError(f"{zip_path}: entry {info.filename!r} resolves outside")
+            try:
+                (out if info.is_dir() else out.parent).mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise InputError(
+                    f"{zip_path}: entry {info.filename!r} clashes with a file of the same name"
+                ) from None
+            if not info.is_dir():
+                extract_entry(zip_path, zf, info, out, bar)
 
 
 def _disable(progress: bool | None) -> bool | None:
