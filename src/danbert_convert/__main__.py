@@ -7,13 +7,15 @@ included, ends with one line "interrupted" and exit status 130, never a tracebac
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 
 def main() -> None:
     code: int | str | None = 0
     try:
+        # Imported here, not above: `signal` builds enums at import, which Ctrl-C can break.
+        import signal
+
         try:
             from danbert_convert.cli import cli
 
@@ -25,11 +27,13 @@ def main() -> None:
     except SystemExit as e:
         code = e.code
     except KeyboardInterrupt:  # while importing, or where click could not see it
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        from danbert_convert.errors import EXIT_INTERRUPTED
+        import signal
 
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.stderr.write("interrupted\n")
-        code = EXIT_INTERRUPTED
+        if "--json" in sys.argv[1:]:  # scripts parse stdout: one JSON document, always
+            sys.stdout.write('{"error": "interrupted", "exit_code": 130}\n')
+        code = 130  # EXIT_INTERRUPTED
     if code == 130:  # EXIT_INTERRUPTED, without importing anything more here
         # CPython makes the process die by SIGINT (status -2, not 130) once a KeyboardInterrupt
         # has left any exec() of a string (dataclasses and namedtuple make classes that way

@@ -32,11 +32,15 @@ class _Group(click.Group):
     stdout); Ctrl-C at any point, argument parsing included, is "interrupted" and 130, never
     click's "Aborted!" and 1."""
 
-    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+    def make_context(
+        self, info_name: str | None, args: list[str], *rest: Any, **kwargs: Any
+    ) -> click.Context:
         try:
-            return super().make_context(*args, **kwargs)
+            return super().make_context(info_name, args, *rest, **kwargs)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
+            if "--json" in args:
+                click.echo(json.dumps({"error": "interrupted", "exit_code": EXIT_INTERRUPTED}))
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
     def resolve_command(
