@@ -621,3 +621,25 @@ def test_edited_config_sizes_fail_files_in_bounded_memory(release, tmp_path):
         assert "FAIL" in files_line and message in files_line, (message, files_line)
         assert res["output"].strip().splitlines()[-1] == f"error: {folder}: failed checks: files"
         assert _tree(folder) == before[folder]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[]", "danbert-manifest.json: expected a JSON object"),
+        ('{"outputs": [1, 2]}', "danbert-manifest.json: 'outputs' is not an object"),
+        ('{"source": 5}', "danbert-manifest.json: 'source' is not an object"),
+        ('{"settings": "x"}', "danbert-manifest.json: 'settings' is not an object"),
+        ('{"source": {"checkpoint": 1}}', "danbert-manifest.json: source 'checkpoint' is not a "
+         "string"),
+    ],
+)  # fmt: skip
+def test_malformed_manifest_is_a_one_line_input_error(copy, text, message):
+    """A manifest of the wrong shape failed three checks with AttributeErrors (or, as a list,
+    was ignored: no hash check, no parity, exit 0)."""
+    (copy / "danbert-manifest.json").write_text(text)
+    r = _cli_verify(copy)
+    assert r.exit_code == 3, r.output
+    assert (
+        r.stderr.strip() == f"error: {copy / 'danbert-manifest.json'}: {message.split(': ', 1)[1]}"
+    )

@@ -117,7 +117,16 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e})") from e
-    return data if isinstance(data, dict) else None
+    # Its readers (verify, `all`'s skip) take these shapes for granted.
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    for key in ("source", "settings", "outputs"):
+        if not isinstance(data.get(key, {}), dict):
+            raise InputError(f"{path}: {key!r} is not an object")
+    for key in ("checkpoint", "config", "vocab"):
+        if not isinstance(data.get("source", {}).get(key, ""), str):
+            raise InputError(f"{path}: source {key!r} is not a string")
+    return data
 
 
 class _State:
