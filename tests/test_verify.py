@@ -643,3 +643,18 @@ def test_malformed_manifest_is_a_one_line_input_error(copy, text, message):
     assert (
         r.stderr.strip() == f"error: {copy / 'danbert-manifest.json'}: {message.split(': ', 1)[1]}"
     )
+
+
+def test_tokenizer_class_without_segments_fails_tokenizer(copy):
+    """An edited tokenizer_class makes AutoTokenizer fall back to a generic tokenizer with no
+    token_type_ids: the tokenizer check passed, and parity died on KeyError 'token_type_ids'."""
+    _edit_json(copy / "tokenizer_config.json", lambda c: c.update(tokenizer_class="os.system"))
+    r = _cli_verify(copy)
+    assert r.exit_code == 6, r.output
+    assert "Traceback" not in r.output
+    report = verify(copy)
+    tokenizer, parity = _check(report, "tokenizer"), _check(report, "parity")
+    assert tokenizer.status == "fail"
+    assert "a sentence pair gets no token_type_ids of 1 from " in tokenizer.detail
+    assert "tokenizer_config.json's tokenizer_class is 'os.system'" in tokenizer.detail
+    assert parity.status == "fail" and parity.detail.endswith("gives no token_type_ids")

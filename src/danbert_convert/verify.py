@@ -407,6 +407,19 @@ def _check_tokenizer(st: _State) -> Check:
     size, vocab_size = len(st.fast), st.config.vocab_size
     figure = f"unk {unk:.1%}, {size} tokens / vocab_size {vocab_size}"
     problems = [p for part in parts for p in part.problems]
+    pair = st.fast(lines[0], lines[1])
+    if 1 not in pair.get("token_type_ids", []):
+        # BERT's second segment needs type 1; a tokenizer_config.json naming another class
+        # gives a generic tokenizer without it.
+        try:
+            named = json.loads((st.out / "tokenizer_config.json").read_text("utf-8")).get(
+                "tokenizer_class"
+            )
+        except (OSError, ValueError, AttributeError):
+            named = None
+        problems.append(f"a sentence pair gets no token_type_ids of 1 from "
+                        f"{type(st.fast).__name__} (tokenizer_config.json's tokenizer_class is "
+                        f"{named!r})")  # fmt: skip
     if size > vocab_size:
         problems.append("the tokenizer has ids the model has no row for")
     data = {"uncased": uncased, "unknown_rate": unk, "tokens": size, "vocab_size": vocab_size}
@@ -593,6 +606,8 @@ def _batch(fast: Any, lines: list[str], max_len: int) -> dict[str, np.ndarray]:
                                                                         max_length=max_len)
         for a, b in zip(firsts, seconds, strict=True)
     ]  # fmt: skip
+    if any("token_type_ids" not in e for e in encs):
+        raise ValueError(f"{type(fast).__name__} gives no token_type_ids")
     width = max(len(e["input_ids"]) for e in encs)
     pad = fast.pad_token_id or 0
     out = {k: np.full((len(encs), width), pad if k == "input_ids" else 0, dtype=np.int64)
