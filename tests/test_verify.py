@@ -658,3 +658,21 @@ def test_tokenizer_class_without_segments_fails_tokenizer(copy):
     assert "a sentence pair gets no token_type_ids of 1 from " in tokenizer.detail
     assert "tokenizer_config.json's tokenizer_class is 'os.system'" in tokenizer.detail
     assert parity.status == "fail" and parity.detail.endswith("gives no token_type_ids")
+
+
+@pytest.mark.parametrize(
+    ("sentence", "figure", "detail"),
+    [
+        ("[MASK] og [MASK]", "several [MASK]", "sentence '[MASK] og [MASK]' has 2 [MASK]; "
+         "fill-mask takes one"),
+        ("jeg " * 40 + "[MASK]", "too long", "is 43 tokens, more than max_position_embeddings 32"),
+    ],
+)  # fmt: skip
+def test_unusable_sentence_is_a_named_fill_mask_failure(good, sentence, figure, detail):
+    """Two masks gave TypeError 'list indices must be integers', a long sentence a tensor size
+    RuntimeError."""
+    r = _cli_verify(good, "--sentence", sentence)
+    assert r.exit_code == 6 and "Traceback" not in r.output
+    smoke = _check(verify(good, sentences=(sentence,)), "fill-mask")
+    assert (smoke.status, smoke.figure) == ("fail", figure)
+    assert detail in smoke.detail
