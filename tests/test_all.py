@@ -130,3 +130,28 @@ def test_unrelated_output_folder_is_not_replaced(release_zip, tmp_path):
     assert [p.name for p in out.iterdir()] == ["thesis.txt"]
     run_all(from_path=release_zip, dest=tmp_path / "w", out=out, force=True)
     assert (out / "model.safetensors").is_file() and not (out / "thesis.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("danbert-verify.json", "[1]"),
+        ("danbert-manifest.json", "[]"),
+        ("danbert-manifest.json", '{"source": 5}'),
+        ("danbert-manifest.json", '{"source": {"config": 5}, "outputs": {}}'),
+        ("danbert-manifest.json", '{"outputs": [1, 2]}'),
+    ],
+)
+def test_malformed_record_in_out_is_redone_not_a_traceback(release_zip, tmp_path, name, text):
+    """A hand-edited record in OUT (valid JSON of the wrong shape) was an AttributeError
+    traceback, exit 1; now the stage it records is simply done again."""
+    work, out = tmp_path / "w", tmp_path / "model"
+    run_all(from_path=release_zip, dest=work, out=out)
+    (out / name).write_text(text)
+    r = CliRunner().invoke(cli, ["all", "--from", str(release_zip), "--dest", str(work),
+                                 "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert "verify   skipped" not in r.output
+    assert json.loads((out / "danbert-verify.json").read_text())["ok"]
+    assert isinstance(json.loads((out / "danbert-manifest.json").read_text())["outputs"], dict)

@@ -70,6 +70,36 @@ def test_half_precision_weights_convert_exactly(release, tmp_path, dtype, reader
     assert np.array_equal(got.astype(np.float32), want.astype(np.float32))
 
 
+@pytest.mark.parametrize("reader", ["native", "tensorflow"])
+def test_mixed_precision_weights_load_without_rounding(release, tmp_path, reader):
+    """A float16 encoder with float32 heads: transformers loaded it all as float16 (the first
+    tensor's dtype), rounding the heads, and verify failed parity on a correct conversion."""
+    import torch
+    from transformers import BertForPreTraining
+
+    from danbert_convert.verify import verify
+
+    v = {k: a.astype(np.float16) if k.startswith("bert/") else a
+         for k, a in bert_variables(TINY_CONFIG).items()}  # fmt: skip
+    src = release("mixed-precision", variables=v)
+    out = tmp_path / "out"
+    convert(src, out, reader=reader)
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
+    model = BertForPreTraining.from_pretrained(out)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    head = model.cls.predictions.transform.dense.weight.detach().numpy()
+    want = TensorFlowReader(src / "bert_model.ckpt").read("cls/predictions/transform/dense/kernel")
+    assert np.array_equal(head, want.T)
+    report = verify(out)
+    assert report.ok, report.table()
+
+
+def test_uniform_precision_leaves_dtype_to_the_weights(release, tmp_path):
+    v = {k: a.astype(np.float16) for k, a in bert_variables(TINY_CONFIG).items()}
+    convert(release("half-float16", variables=v), tmp_path / "out")
+    assert "dtype" not in json.loads((tmp_path / "out" / "config.json").read_text())
+
+
 # --- item 13: absurd config sizes ----------------------------------------------------------
 
 # The child's address-space limit: ample for a conversion, far too small for a list of a

@@ -184,3 +184,16 @@ def test_config_json_beyond_the_parser_is_one_line(full_release, tmp_path, text,
     (src / "bert_config.json").write_text("{" + text + "}")
     out = tmp_path / "outs" / "out"
     assert_refused(run_convert(src, out), out, f"{src / 'bert_config.json'}: {why}")
+
+
+def test_vocab_with_a_byte_order_mark_is_named(full_release, tmp_path):
+    """A BOM made the first token '\\ufeff[PAD]': the error said [PAD] was missing."""
+    src = copy_src(full_release, tmp_path)
+    (src / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8-sig")
+    out = tmp_path / "outs" / "out"
+    assert_refused(
+        run_convert(src, out),
+        out,
+        f"{src / 'vocab.txt'}: starts with a byte-order mark (U+FEFF); save it as UTF-8 "
+        "without one",
+    )

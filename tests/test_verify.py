@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -257,9 +259,11 @@ def test_corrupt_weights_file_is_a_failed_check(copy):
     (copy / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
     _drop_manifest(copy)
     report = verify(copy)
-    weights = _check(report, "weights")
-    assert weights.status == "fail" and weights.detail.startswith("model.safetensors: ")
-    assert _statuses(report)["parity"] == "skip"
+    # Unreadable weights leave config.json unchecked, so transformers is not given it.
+    files = _check(report, "files")
+    assert files.status == "fail" and files.detail.startswith("model.safetensors: cannot be read")
+    assert _statuses(report) == {"files": "fail", "weights": "skip", "tokenizer": "skip",
+                                 "parity": "skip", "fill-mask": "skip"}  # fmt: skip
 
 
 def test_missing_special_tokens_map(copy):
@@ -551,3 +555,124 @@ def test_swapped_ids_in_tokenizer_json_fail_tokenizer(copy, a, b):
             f"{ids[b]}, line {ids[a] + 1} says {ids[a]}") in check.detail  # fmt: skip
     if not a.startswith("##"):  # and the whole-word check sees the same
         assert f"{a!r} gives ['{a}'] [{ids[b]}], not [{ids[a]}]" in check.detail
+
+
+# --- a config.json edited after conversion -------------------------------------------------
+
+_VERIFY_LIMITED = """
+import json, resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from click.testing import CliRunner
+from danbert_convert.cli import cli
+results = []
+for folder in json.loads(sys.argv[1]):
+    r = CliRunner().invoke(cli, ["verify", folder])
+    results.append({"code": r.exit_code, "output": r.output,
+                    "exception": None if isinstance(r.exception, SystemExit)
+                    else repr(r.exception)})
+print(json.dumps(results))
+"""
+
+EDITED_CONFIGS = [  # (release, key, value, what the files check says)
+    ("full", "num_hidden_layers", 10**9,
+     "config.json has num_hidden_layers 1000000000, model.safetensors has 2 (encoder.layer.N)"),
+    ("full", "num_labels", 10**9, "config.json has num_labels 1000000000, more than any size in "
+     "model.safetensors (40), which has no classifier"),
+    ("classifier", "num_labels", 10**6, "config.json has num_labels 1000000, model.safetensors "
+     "has 3 (classifier.weight)"),
+    ("full", "vocab_size", 10**12, "config.json has vocab_size 1000000000000, model.safetensors "
+     "has 40 (bert.embeddings.word_embeddings.weight)"),
+    ("full", "max_position_embeddings", 10**12, "config.json has max_position_embeddings "
+     "1000000000000, model.safetensors has 32 (bert.embeddings.position_embeddings.weight)"),
+    ("full", "intermediate_size", 31, "config.json has intermediate_size 31, model.safetensors "
+     "has 32 (bert.encoder.layer.0.intermediate.dense.weight)"),
+    ("full", "hidden_size", "16", "config.json: key 'hidden_size' missing or not an integer"),
+    ("full", "num_hidden_layers", -1, "config.json: num_hidden_layers is -1; it must be a "
+     "positive integer"),
+]  # fmt: skip
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS as Linux enforces it")
+def test_edited_config_sizes_fail_files_in_bounded_memory(release, tmp_path):
+    """transformers builds what config.json says: 10**9 layers hung verify, 10**9 labels took
+    it to the OOM killer. Each is a failed files check, found before transformers loads."""
+    sources = {"full": release("full"), "classifier": release("classifier", heads=("classifier",))}
+    models = {}
+    for name, src in sources.items():
+        models[name] = tmp_path / f"model-{name}"
+        convert(src, models[name])
+    folders = []
+    for i, (name, key, value, _) in enumerate(EDITED_CONFIGS):
+        folder = tmp_path / f"edited-{i}"
+        shutil.copytree(models[name], folder)
+        _edit_json(folder / "config.json", lambda c, k=key, v=value: c.update({k: v}))
+        folders.append(folder)
+    before = {f: _tree(f) for f in folders}
+    args = json.dumps([str(f) for f in folders])
+    r = subprocess.run([sys.executable, "-c", _VERIFY_LIMITED, args], capture_output=True,
+                       text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    for folder, (*_, message), res in zip(folders, EDITED_CONFIGS, results, strict=True):
+        assert res["code"] == 6 and res["exception"] is None, res
+        assert "Traceback" not in res["output"], res
+        files_line = next(line for line in res["output"].splitlines() if "files" in line)
+        assert "FAIL" in files_line and message in files_line, (message, files_line)
+        assert res["output"].strip().splitlines()[-1] == f"error: {folder}: failed checks: files"
+        assert _tree(folder) == before[folder]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[]", "danbert-manifest.json: expected a JSON object"),
+        ('{"outputs": [1, 2]}', "danbert-manifest.json: 'outputs' is not an object"),
+        ('{"source": 5}', "danbert-manifest.json: 'source' is not an object"),
+        ('{"settings": "x"}', "danbert-manifest.json: 'settings' is not an object"),
+        ('{"source": {"checkpoint": 1}}', "danbert-manifest.json: source 'checkpoint' is not a "
+         "string"),
+    ],
+)  # fmt: skip
+def test_malformed_manifest_is_a_one_line_input_error(copy, text, message):
+    """A manifest of the wrong shape failed three checks with AttributeErrors (or, as a list,
+    was ignored: no hash check, no parity, exit 0)."""
+    (copy / "danbert-manifest.json").write_text(text)
+    r = _cli_verify(copy)
+    assert r.exit_code == 3, r.output
+    assert (
+        r.stderr.strip() == f"error: {copy / 'danbert-manifest.json'}: {message.split(': ', 1)[1]}"
+    )
+
+
+def test_tokenizer_class_without_segments_fails_tokenizer(copy):
+    """An edited tokenizer_class makes AutoTokenizer fall back to a generic tokenizer with no
+    token_type_ids: the tokenizer check passed, and parity died on KeyError 'token_type_ids'."""
+    _edit_json(copy / "tokenizer_config.json", lambda c: c.update(tokenizer_class="os.system"))
+    r = _cli_verify(copy)
+    assert r.exit_code == 6, r.output
+    assert "Traceback" not in r.output
+    report = verify(copy)
+    tokenizer, parity = _check(report, "tokenizer"), _check(report, "parity")
+    assert tokenizer.status == "fail"
+    assert "a sentence pair gets no token_type_ids of 1 from " in tokenizer.detail
+    assert "tokenizer_config.json's tokenizer_class is 'os.system'" in tokenizer.detail
+    assert parity.status == "fail" and parity.detail.endswith("gives no token_type_ids")
+
+
+@pytest.mark.parametrize(
+    ("sentence", "figure", "detail"),
+    [
+        ("[MASK] og [MASK]", "several [MASK]", "sentence '[MASK] og [MASK]' has 2 [MASK]; "
+         "fill-mask takes one"),
+        ("jeg " * 40 + "[MASK]", "too long", "is 43 tokens, more than max_position_embeddings 32"),
+    ],
+)  # fmt: skip
+def test_unusable_sentence_is_a_named_fill_mask_failure(good, sentence, figure, detail):
+    """Two masks gave TypeError 'list indices must be integers', a long sentence a tensor size
+    RuntimeError."""
+    r = _cli_verify(good, "--sentence", sentence)
+    assert r.exit_code == 6 and "Traceback" not in r.output
+    smoke = _check(verify(good, sentences=(sentence,)), "fill-mask")
+    assert (smoke.status, smoke.figure) == ("fail", figure)
+    assert detail in smoke.detail

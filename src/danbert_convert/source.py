@@ -100,6 +100,10 @@ def read_vocab(path: Path, vocab_size: int) -> list[str]:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e})") from e
+    if text.startswith("\ufeff"):
+        # Line N is id N: BERT's loaders would read the mark as part of the first token.
+        raise InputError(f"{path}: starts with a byte-order mark (U+FEFF); save it as UTF-8 "
+                         "without one")  # fmt: skip
     vocab = text.split("\n")
     if vocab and vocab[-1] == "":
         vocab.pop()

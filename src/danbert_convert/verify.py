@@ -22,7 +22,13 @@ from danbert_convert._fs import sha256_file
 from danbert_convert.checkpoint import open_checkpoint
 from danbert_convert.errors import InputError, VerifyError, one_line
 from danbert_convert.reference import ACTIVATIONS, forward, variable_shapes
-from danbert_convert.source import REQUIRED_CONFIG_KEYS, Source, discover, read_vocab
+from danbert_convert.source import (
+    REQUIRED_CONFIG_KEYS,
+    Source,
+    discover,
+    read_config,
+    read_vocab,
+)
 from danbert_convert.tokenizer import _is_marker as is_marker
 from danbert_convert.writer import BIN_NAME, MANIFEST_NAME, WEIGHTS_NAME
 
@@ -111,7 +117,16 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e})") from e
-    return data if isinstance(data, dict) else None
+    # Its readers (verify, `all`'s skip) take these shapes for granted.
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    for key in ("source", "settings", "outputs"):
+        if not isinstance(data.get(key, {}), dict):
+            raise InputError(f"{path}: {key!r} is not an object")
+    for key in ("checkpoint", "config", "vocab"):
+        if not isinstance(data.get("source", {}).get(key, ""), str):
+            raise InputError(f"{path}: source {key!r} is not a string")
+    return data
 
 
 class _State:
@@ -187,6 +202,10 @@ def _check_files(st: _State) -> Check:
         missing.append(WEIGHTS_NAME)
     if missing:
         return Check("files", FAIL, f"{len(missing)} missing", f"missing: {', '.join(missing)}")
+    # transformers builds whatever config.json asks for (a label table of num_labels entries,
+    # num_hidden_layers layers): an edited size must be caught against the weights first.
+    if problem := _config_disagrees(st.out):
+        return Check("files", FAIL, "config.json", problem)
     try:
         st.config = AutoConfig.from_pretrained(st.out)
     except (OSError, ValueError) as e:
@@ -204,6 +223,75 @@ def _check_files(st: _State) -> Check:
                 )
     n = sum(1 for _ in st.out.iterdir())
     return Check("files", PASS, f"{n} files", "config loads as BertConfig")
+
+
+def _weight_shapes(out: Path) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """The weights file transformers loads and its tensors' shapes, from the header alone."""
+    if (out / WEIGHTS_NAME).is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(out / WEIGHTS_NAME), framework="pt") as f:
+            keys = list(f.keys())
+            return WEIGHTS_NAME, {k: tuple(f.get_slice(k).get_shape()) for k in keys}
+    import torch
+
+    state = torch.load(out / BIN_NAME, map_location="cpu", weights_only=True, mmap=True)
+    return BIN_NAME, {k: tuple(v.shape) for k, v in state.items()}
+
+
+def _config_disagrees(out: Path) -> str | None:
+    """How config.json's sizes disagree with the weights' shapes, if they do (one line).
+
+    Read as plain JSON and checked before transformers sees it, so that an edited size is a
+    failed check rather than gigabytes of layers or labels.
+    """
+    try:
+        config = read_config(out / "config.json")
+    except InputError as e:
+        return str(e)
+    try:
+        name, shapes = _weight_shapes(out)
+    except Exception as e:  # noqa: BLE001 - safetensors and torch raise their own kinds
+        weights = WEIGHTS_NAME if (out / WEIGHTS_NAME).is_file() else BIN_NAME
+        return f"{weights}: cannot be read ({one_line(e)}), so config.json cannot be checked"
+
+    def shape(suffix: str) -> tuple[str, tuple[int, ...]] | None:
+        return next(((k, v) for k, v in shapes.items() if k.endswith(suffix)), None)
+
+    layers = {
+        int(k.split("encoder.layer.")[1].split(".")[0])
+        for k in shapes
+        if "encoder.layer." in k and k.split("encoder.layer.")[1].split(".")[0].isdigit()
+    }
+    expected: list[tuple[str, int, str]] = []  # (key, size in the weights, where it shows)
+    if words := shape("embeddings.word_embeddings.weight"):
+        expected += [("vocab_size", words[1][0], words[0]), ("hidden_size", words[1][-1], words[0])]
+    for key, suffix in (
+        ("max_position_embeddings", "embeddings.position_embeddings.weight"),
+        ("type_vocab_size", "embeddings.token_type_embeddings.weight"),
+        ("intermediate_size", "encoder.layer.0.intermediate.dense.weight"),
+    ):
+        if found := shape(suffix):
+            expected.append((key, found[1][0], found[0]))
+    if layers:
+        expected.append(("num_hidden_layers", max(layers) + 1, "encoder.layer.N"))
+    for key, size, where in expected:
+        if config[key] != size:
+            return f"config.json has {key} {config[key]}, {name} has {size} ({where})"
+    labels = [(k, v) for k, v in (("num_labels", config.get("num_labels")),
+                                  ("id2label", len(config.get("id2label") or {})))
+              if v]  # fmt: skip
+    head = shape("classifier.weight")
+    largest = max((d for s in shapes.values() for d in s), default=1)
+    for key, value in labels:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"config.json: {key} is {value!r}; it must be an integer"
+        if head and value != head[1][0]:
+            return f"config.json has {key} {value}, {name} has {head[1][0]} ({head[0]})"
+        if not head and value > largest:
+            return (f"config.json has {key} {value}, more than any size in {name} "
+                    f"({largest}), which has no classifier")  # fmt: skip
+    return None
 
 
 def _check_weights(st: _State) -> Check:
@@ -319,6 +407,19 @@ def _check_tokenizer(st: _State) -> Check:
     size, vocab_size = len(st.fast), st.config.vocab_size
     figure = f"unk {unk:.1%}, {size} tokens / vocab_size {vocab_size}"
     problems = [p for part in parts for p in part.problems]
+    pair = st.fast(lines[0], lines[1])
+    if 1 not in pair.get("token_type_ids", []):
+        # BERT's second segment needs type 1; a tokenizer_config.json naming another class
+        # gives a generic tokenizer without it.
+        try:
+            named = json.loads((st.out / "tokenizer_config.json").read_text("utf-8")).get(
+                "tokenizer_class"
+            )
+        except (OSError, ValueError, AttributeError):
+            named = None
+        problems.append(f"a sentence pair gets no token_type_ids of 1 from "
+                        f"{type(st.fast).__name__} (tokenizer_config.json's tokenizer_class is "
+                        f"{named!r})")  # fmt: skip
     if size > vocab_size:
         problems.append("the tokenizer has ids the model has no row for")
     data = {"uncased": uncased, "unknown_rate": unk, "tokens": size, "vocab_size": vocab_size}
@@ -505,6 +606,8 @@ def _batch(fast: Any, lines: list[str], max_len: int) -> dict[str, np.ndarray]:
                                                                         max_length=max_len)
         for a, b in zip(firsts, seconds, strict=True)
     ]  # fmt: skip
+    if any("token_type_ids" not in e for e in encs):
+        raise ValueError(f"{type(fast).__name__} gives no token_type_ids")
     width = max(len(e["input_ids"]) for e in encs)
     pad = fast.pad_token_id or 0
     out = {k: np.full((len(encs), width), pad if k == "input_ids" else 0, dtype=np.int64)
@@ -714,6 +817,21 @@ def _check_smoke(st: _State, expect: str | None, sentences: tuple[str, ...]) -> 
     unmasked = [s for s in sentences if "[MASK]" not in s]
     if unmasked:
         return Check("fill-mask", FAIL, "no [MASK]", f"sentence {unmasked[0]!r} has no [MASK]")
+    # The pipeline answers several masks with nested lists, and a sentence longer than the
+    # position table with a tensor size error.
+    several = [s for s in sentences if s.count("[MASK]") > 1]
+    if several:
+        return Check("fill-mask", FAIL, "several [MASK]",
+                     f"sentence {several[0]!r} has {several[0].count('[MASK]')} [MASK]; "
+                     "fill-mask takes one")  # fmt: skip
+    limit = int(st.config.max_position_embeddings)
+    for sentence in sentences:
+        n = len(st.fast(sentence.replace("[MASK]", st.fast.mask_token))["input_ids"])
+        if n > limit:
+            short = sentence if len(sentence) <= 60 else sentence[:57] + "..."
+            return Check("fill-mask", FAIL, "too long",
+                         f"sentence {short!r} is {n} tokens, more than max_position_embeddings "
+                         f"{limit}")  # fmt: skip
     from transformers import pipeline
 
     fill = pipeline("fill-mask", model=str(st.out), tokenizer=st.fast, top_k=5)

@@ -102,6 +102,8 @@ def _verified(out: Path) -> dict[str, Any] | None:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if not isinstance(saved, dict):
+        return None
     if saved.get("ok") and saved.get("manifest_sha256") == _manifest_digest(out):
         return saved
     return None

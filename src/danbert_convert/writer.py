@@ -146,6 +146,11 @@ def hf_config(
         config["hidden_act"] = hidden_act
     config.setdefault("layer_norm_eps", 1e-12)  # Google BERT's LayerNorm epsilon
     config["pad_token_id"] = pad_token_id
+    if len({t.dtype for t in plan.tensors}) > 1:
+        # transformers loads the whole model in one dtype, by default the first tensor's:
+        # float32 weights would be rounded to a float16 neighbour's. float16 and bfloat16
+        # widen to float32 exactly.
+        config["dtype"] = "float32"
     if "num_labels" in plan.derived_config:
         # From the classifier's shape, which the plan checked against bert_config.json.
         n = int(str(plan.derived_config["num_labels"]))
