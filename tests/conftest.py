@@ -30,6 +30,14 @@ def release(tmp_path_factory: pytest.TempPathFactory):
     return make
 
 
+@pytest.fixture
+def local_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP tests talk to 127.0.0.1 only: a proxy from the environment would route it elsewhere."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "*")
+
+
 @pytest.fixture(scope="session")
 def full_release(release) -> Path:
     """A two-layer checkpoint with MLM and NSP heads, Adam slots and global_step."""

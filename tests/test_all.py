@@ -15,6 +15,8 @@ from danbert_convert.cli import cli
 from danbert_convert.errors import InputError, OutputExistsError
 from danbert_convert.workflow import run_all
 
+pytestmark = pytest.mark.usefixtures("local_network")
+
 
 @pytest.fixture(scope="module")
 def release_zip(full_release, tmp_path_factory) -> Path:

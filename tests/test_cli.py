@@ -18,6 +18,8 @@ from danbert_convert.cli import cli
 from danbert_convert.fetch import fetch
 from danbert_convert.writer import MANIFEST_NAME
 
+pytestmark = pytest.mark.usefixtures("local_network")
+
 DANBERT = [sys.executable, "-m", "danbert_convert"]
 SHA = "ab" * 32
 

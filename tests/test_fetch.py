@@ -33,12 +33,7 @@ NAME = "danish_bert_uncased_v2"
 HTML = b"<!DOCTYPE html><html><head><title>Dropbox - Error</title></head></html>"
 
 
-@pytest.fixture(autouse=True)
-def _local_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A proxy from the environment would route 127.0.0.1 elsewhere.
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "*")
+pytestmark = pytest.mark.usefixtures("local_network")
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,7 @@ from zips import zip_folder
 NAME = "danish_bert_uncased_v2"
 
 
-@pytest.fixture(autouse=True)
-def _local_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "*")
+pytestmark = pytest.mark.usefixtures("local_network")
 
 
 @pytest.fixture(scope="session")

@@ -43,14 +43,19 @@ def _find_file(src: Path, name: str, override: Path | None, what: str) -> Path:
     return path
 
 
-def read_config(path: Path) -> dict:
-    """bert_config.json as a dict, checked for the keys a BERT needs and for NaN/Infinity."""
+def _read_text(path: Path, not_utf8: str) -> str:
+    """A source text file as UTF-8; InputError naming the file otherwise."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+        raise InputError(f"{path}: {not_utf8} ({e})") from None
+
+
+def read_config(path: Path) -> dict:
+    """bert_config.json as a dict, checked for the keys a BERT needs and for NaN/Infinity."""
+    text = _read_text(path, "not valid JSON")
     try:
         config = json.loads(text)
     except RecursionError:
@@ -94,12 +99,7 @@ def _nonfinite(obj: object) -> tuple[str, float] | None:
 def read_vocab(path: Path, vocab_size: int) -> list[str]:
     """vocab.txt as a list of tokens; longer than vocab_size, with a token twice or lacking
     BERT's specials: error."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e})") from e
+    text = _read_text(path, "not UTF-8 text")
     if text.startswith("\ufeff"):
         # Line N is id N: BERT's loaders would read the mark as part of the first token.
         raise InputError(f"{path}: starts with a byte-order mark (U+FEFF); save it as UTF-8 "
