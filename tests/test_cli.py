@@ -187,3 +187,26 @@ def test_fetch_json_interrupted(tmp_path):
     assert proc.returncode == 130, err
     assert json.loads(out) == {"error": "interrupted", "exit_code": 130}
     assert err.decode().splitlines()[-1] == "interrupted"
+
+
+HEAVY = ("numpy", "requests", "tqdm", "tokenizers", "torch", "transformers", "tensorflow",
+         "danbert_convert.fetch", "danbert_convert.convert", "danbert_convert.checkpoint",
+         "danbert_convert.verify", "danbert_convert.workflow")  # fmt: skip
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["models"], ["convert", "--help"]])
+def test_commands_that_do_no_work_import_no_stage(args):
+    """Start-up stays fast by construction: each command imports its stage when it runs."""
+    script = (
+        "import sys\n"
+        "from danbert_convert.__main__ import main\n"
+        f"sys.argv = ['danbert', *{args!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"

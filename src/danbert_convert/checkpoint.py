@@ -19,11 +19,10 @@ from typing import Protocol
 
 import numpy as np
 
+from danbert_convert.defaults import READERS
 from danbert_convert.errors import InputError, one_line
 
 log = logging.getLogger(__name__)
-
-READERS = ("auto", "native", "tensorflow")
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,8 @@ from typing import Any, TypeVar
 import click
 
 from danbert_convert import __version__
-from danbert_convert.checkpoint import READERS
-from danbert_convert.convert import FORMATS, HIDDEN_ACTS
+from danbert_convert.defaults import DEFAULT_DEST, FORMATS, HIDDEN_ACTS, READERS, RETRIES, TIMEOUT
 from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError, VerifyError, one_line
-from danbert_convert.fetch import RETRIES, TIMEOUT
-from danbert_convert.workflow import DEFAULT_DEST
 
 log = logging.getLogger("danbert_convert")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -24,6 +24,7 @@ from danbert_convert._fs import (
     write_json,
 )
 from danbert_convert.checkpoint import TensorFlowReader, check_finite, open_checkpoint
+from danbert_convert.defaults import FORMATS, HIDDEN_ACTS
 from danbert_convert.errors import InputError
 from danbert_convert.mapping import Plan, TensorPlan, plan
 from danbert_convert.source import discover
@@ -40,10 +41,6 @@ from danbert_convert.writer import (
 )
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("safetensors", "bin", "both")
-# Activations transformers knows that a BERT checkpoint can sensibly be run with.
-HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "tanh")
 
 
 @dataclass

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from danbert_convert import __version__
 from danbert_convert._fs import hash_file_into, sha256_file
+from danbert_convert.defaults import RETRIES, TIMEOUT
 from danbert_convert.errors import DownloadError, InputError, one_line
 from danbert_convert.models import DEFAULT_MODEL, Release, get_release
 from danbert_convert.unpack import (
@@ -47,10 +48,6 @@ from danbert_convert.unpack import (
 
 log = logging.getLogger("danbert_convert")
 
-TIMEOUT = (10.0, 60.0)
-"""Seconds to connect, and to wait for the next bytes of the body."""
-RETRIES = 5
-"""Retries per source after a failure that made no progress; progress resets the count."""
 RESOLVE_RETRIES = 1
 """Retries after "host not found": a name that did not resolve rarely resolves a second later."""
 MAX_RESTARTS = 3

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from danbert_convert._fs import sha256_file, write_json
 from danbert_convert.convert import convert
+from danbert_convert.defaults import DEFAULT_DEST
 from danbert_convert.errors import DanbertError
 from danbert_convert.fetch import fetch
 from danbert_convert.models import DEFAULT_MODEL
@@ -20,7 +21,6 @@ from danbert_convert.writer import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEST = Path("danbert-work")
 VERIFY_NAME = "danbert-verify.json"
 T = TypeVar("T")
 

@@ -1,0 +1,27 @@
+"""Choices and defaults that the CLI shows in --help, in a module that imports nothing.
+
+The stages use these too; keeping them here lets `danbert --help`, `--version` and `models`
+start without numpy, requests or any stage (each command imports its stage when it runs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+READERS = ("auto", "native", "tensorflow")
+"""Checkpoint readers: auto is the built-in (native) one; tensorflow needs the tf extra."""
+
+FORMATS = ("safetensors", "bin", "both")
+"""Weight files convert can write."""
+
+HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "tanh")
+"""Activations transformers knows that a BERT checkpoint can sensibly be run with."""
+
+TIMEOUT = (10.0, 60.0)
+"""Seconds to connect, and to wait for the next bytes of the body."""
+
+RETRIES = 5
+"""Retries per source after a failure that made no progress; progress resets the count."""
+
+DEFAULT_DEST = Path("danbert-work")
+"""`danbert all`'s working folder for the zip and the unpacked release."""
