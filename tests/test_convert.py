@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,10 @@ from danbert_convert.convert import convert
 from danbert_convert.errors import InputError, OutputExistsError
 
 TOL = 1e-5
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _torch_inputs(config: dict):
@@ -136,11 +142,18 @@ def test_manifest_accounts_for_every_variable(converted, full_release):
     q = by_name["bert.encoder.layer.1.attention.self.query.weight"]
     assert q["source"] == "bert/encoder/layer_1/attention/self/query/kernel"
     assert q["transform"] == "transpose" and q["dtype"] == "float32"
-    files = {Path(f["path"]).name: f["sha256"] for f in m["source"]["files"]}
-    assert files["bert_model.ckpt.data-00000-of-00001"] == sha256_file(
-        full_release / "bert_model.ckpt.data-00000-of-00001"
-    )
-    assert files["vocab.txt"] == sha256_file(full_release / "vocab.txt")
+    files = {Path(f["path"]).name: f for f in m["source"]["files"]}
+    # The small files hashed whole; the data shard by size and mtime only (pinned by the
+    # index's CRC-32Cs, which every converted tensor was checked against).
+    for name in ("bert_model.ckpt.index", "bert_config.json", "vocab.txt"):
+        assert files[name]["sha256"] == _sha256(full_release / name), name
+        assert files[name]["bytes"] == (full_release / name).stat().st_size
+    data = full_release / "bert_model.ckpt.data-00000-of-00001"
+    assert "sha256" not in files[data.name]
+    assert files[data.name]["bytes"] == data.stat().st_size
+    mtime = datetime.fromisoformat(files[data.name]["mtime"]).timestamp()
+    assert abs(mtime - data.stat().st_mtime) < 1e-5  # ISO 8601 keeps microseconds
+    assert "CRC-32C" in m["source"]["data_check"]
     assert m["outputs"]["model.safetensors"] == sha256_file(converted / "model.safetensors")
     assert m["versions"]["danbert-convert"]
     assert m["settings"]["strip_accents"] is False and m["settings"]["lowercase"] is True
@@ -692,3 +705,33 @@ def test_non_finite_optimizer_slot_does_not_matter(release, tmp_path):
 
     w = load_file(tmp_path / "out" / "model.safetensors")
     assert all(np.isfinite(a).all() for a in w.values())
+
+
+def test_hash_sources_hashes_the_data_shards_and_the_state_file(full_release, tmp_path):
+    """--hash-sources adds the data shards' SHA-256; the state file read is hashed always."""
+    src = tmp_path / "src"
+    shutil.copytree(full_release, src)
+    (src / "checkpoint").write_text('model_checkpoint_path: "bert_model.ckpt"\n')
+    r = CliRunner().invoke(
+        cli, ["-q", "convert", str(src), str(tmp_path / "out"), "--hash-sources"]
+    )
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "out" / "danbert-manifest.json").read_text())
+    files = {Path(f["path"]).name: f for f in m["source"]["files"]}
+    assert set(files) == {
+        "checkpoint", "bert_config.json", "vocab.txt", "bert_model.ckpt.index",
+        "bert_model.ckpt.data-00000-of-00001",
+    }  # fmt: skip
+    for name, f in files.items():
+        assert f["sha256"] == _sha256(src / name), name
+    # The Python API: off by default.
+    convert(src, tmp_path / "out2")
+    m = json.loads((tmp_path / "out2" / "danbert-manifest.json").read_text())
+    files = {Path(f["path"]).name: f for f in m["source"]["files"]}
+    assert "sha256" not in files["bert_model.ckpt.data-00000-of-00001"]
+    assert files["checkpoint"]["sha256"] == _sha256(src / "checkpoint")
+    convert(src, tmp_path / "out3", hash_sources=True)
+    m = json.loads((tmp_path / "out3" / "danbert-manifest.json").read_text())
+    files = {Path(f["path"]).name: f for f in m["source"]["files"]}
+    data = "bert_model.ckpt.data-00000-of-00001"
+    assert files[data]["sha256"] == _sha256(src / data)

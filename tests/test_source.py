@@ -106,7 +106,7 @@ def test_state_file_outside_src_with_its_base_name_here_reads_the_local_copy(
         shutil.copy(f, other / f.name.replace("bert_model", "model"))
     (src / "checkpoint").write_text(f'model_checkpoint_path: "{other / "model.ckpt"}"\n')
     out = tmp_path / "out"
-    r = run_convert(src, out)
+    r = run_convert(src, out, "--hash-sources")
     assert r.exit_code == 0, r.output
     m = json.loads((out / "danbert-manifest.json").read_text())
     assert m["source"]["checkpoint"] == str((src / "model.ckpt").resolve())

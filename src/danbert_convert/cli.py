@@ -229,6 +229,11 @@ def _timeouts(read: float) -> tuple[float, float]:
     is_flag=True,
     help="Convert even if the checkpoint has variables this tool does not know; list them.",
 )
+@click.option(
+    "--hash-sources",
+    is_flag=True,
+    help="Record the SHA-256 of the checkpoint's data shards too (reads them whole once more).",
+)
 @click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists and is not empty.")
 @click.pass_context
 def convert(ctx: click.Context, src: Path, out: Path, fmt: str, **options: Any) -> None:

@@ -7,8 +7,8 @@ sibling of OUT that is renamed into place only when everything is written.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -23,11 +23,16 @@ from danbert_convert._fs import (
     sha256_file,
     write_json,
 )
-from danbert_convert.checkpoint import TensorFlowReader, check_finite, open_checkpoint
+from danbert_convert.checkpoint import (
+    TensorFlowReader,
+    check_finite,
+    data_files,
+    open_checkpoint,
+)
 from danbert_convert.defaults import FORMATS, HIDDEN_ACTS
 from danbert_convert.errors import InputError
 from danbert_convert.mapping import Plan, TensorPlan, plan
-from danbert_convert.source import discover
+from danbert_convert.source import Source, discover
 from danbert_convert.tokenizer import settings_for, write_tokenizer
 from danbert_convert.writer import (
     BIN_NAME,
@@ -88,10 +93,13 @@ def convert(
     hidden_act: str | None = None,
     reader: str = "auto",
     progress: bool | None = None,
+    hash_sources: bool = False,
 ) -> ConvertResult:
     """Convert the release folder `src` into the model folder `out`.
 
     `progress` is tqdm's `disable` inverted: None lets tqdm decide by the terminal.
+    `hash_sources` adds the data shards' SHA-256 to the manifest (the small source files are
+    always hashed; each converted tensor is checked against the index's CRC-32C regardless).
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
@@ -145,9 +153,7 @@ def convert(
         for w in warnings:
             log.warning(w)
 
-        with atomic_dir(out, force) as tmp, ThreadPoolExecutor(1) as pool:
-            # Hashing the 1.3 GB of sources overlaps with the conversion.
-            hashes = [(f, pool.submit(sha256_file, f)) for f in source.files()]
+        with atomic_dir(out, force) as tmp:
             outputs = _write_weights(ckpt, p, tmp, format, progress)
             write_json(
                 tmp / "config.json",
@@ -169,7 +175,7 @@ def convert(
                 tmp / MANIFEST_NAME,
                 manifest(
                     plan=p,
-                    sources=[(f.resolve(), h.result()) for f, h in hashes],
+                    sources=_source_files(source, hash_sources),
                     reader=reader_name,
                     checkpoint=source.checkpoint.resolve(),
                     config=source.config_path.resolve(),
@@ -185,6 +191,31 @@ def convert(
     return ConvertResult(
         out, p.architecture.name, len(p.tensors), p.weight_bytes, p.skipped, files, warnings
     )
+
+
+def _source_files(source: Source, hash_sources: bool) -> list[dict[str, object]]:
+    """The manifest's record of each source file.
+
+    The small files are hashed whole. The data shards (mostly Adam slots never converted)
+    get size and mtime: each converted tensor was checked against the CRC-32C that the
+    hashed .index holds for it, so the index hash pins every converted byte.
+    """
+    files: list[dict[str, object]] = []
+    for f in source.small_files():
+        files.append(
+            {"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
+        )
+    for f in data_files(source.checkpoint):
+        st = f.stat()
+        record: dict[str, object] = {
+            "path": str(f.resolve()),
+            "bytes": st.st_size,
+            "mtime": datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(),
+        }
+        if hash_sources:
+            record["sha256"] = sha256_file(f)
+        files.append(record)
+    return files
 
 
 def _write_weights(

@@ -29,11 +29,17 @@ class Source:
     vocab_path: Path
     config: dict
     vocab: list[str]
+    state_path: Path | None = None  # the `checkpoint` state file, when it was read
+
+    def small_files(self) -> list[Path]:
+        """The files read whole: the manifest hashes them in full."""
+        index = Path(f"{self.checkpoint}.index")
+        state = [self.state_path] if self.state_path else []
+        return [self.config_path, self.vocab_path, index, *state]
 
     def files(self) -> list[Path]:
-        """Every file the conversion reads, for the manifest's hashes."""
-        index = Path(f"{self.checkpoint}.index")
-        return [self.config_path, self.vocab_path, index, *data_files(self.checkpoint)]
+        """Every file the conversion reads."""
+        return [*self.small_files(), *data_files(self.checkpoint)]
 
 
 def _find_file(src: Path, name: str, override: Path | None, what: str) -> Path:
@@ -142,4 +148,8 @@ def discover(
     config_path = _find_file(src, "bert_config.json", config, "bert_config.json")
     vocab_path = _find_file(src, "vocab.txt", vocab, "vocab.txt")
     cfg = read_config(config_path)
-    return Source(prefix, config_path, vocab_path, cfg, read_vocab(vocab_path, cfg["vocab_size"]))
+    state = src / "checkpoint"
+    return Source(
+        prefix, config_path, vocab_path, cfg, read_vocab(vocab_path, cfg["vocab_size"]),
+        state if checkpoint is None and state.is_file() else None,
+    )  # fmt: skip

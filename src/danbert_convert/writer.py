@@ -10,7 +10,7 @@ import errno
 import hashlib
 import json
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,6 +28,11 @@ SAFETENSORS_DTYPES = {
 WEIGHTS_NAME = "model.safetensors"
 BIN_NAME = "pytorch_model.bin"
 MANIFEST_NAME = "danbert-manifest.json"
+# What pins the data shards' converted bytes when they are not hashed whole (--hash-sources).
+DATA_CHECK = (
+    "every converted tensor's bytes were checked against the CRC-32C that the (hashed) "
+    ".index records for it; data shards carry a SHA-256 only with --hash-sources"
+)
 
 
 def transform(t: TensorPlan, value: np.ndarray) -> np.ndarray:
@@ -166,7 +171,7 @@ def hf_config(
 def manifest(
     *,
     plan: Plan,
-    sources: Iterable[tuple[Path, str]],
+    sources: list[dict[str, object]],
     reader: str,
     checkpoint: Path,
     config: Path,
@@ -183,7 +188,8 @@ def manifest(
             "config": str(config),
             "vocab": str(vocab),
             "reader": reader,
-            "files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": h} for p, h in sources],
+            "files": sources,
+            "data_check": DATA_CHECK,
         },
         "architecture": plan.architecture.name,
         "settings": settings,
