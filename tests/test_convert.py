@@ -735,3 +735,16 @@ def test_hash_sources_hashes_the_data_shards_and_the_state_file(full_release, tm
     files = {Path(f["path"]).name: f for f in m["source"]["files"]}
     data = "bert_model.ckpt.data-00000-of-00001"
     assert files[data]["sha256"] == _sha256(src / data)
+
+
+def test_output_hashes_are_the_written_files(full_release, tmp_path):
+    """Every output but the manifest is listed with the SHA-256 of its bytes on disk."""
+    out = tmp_path / "out"
+    convert(full_release, out, format="both")
+    m = json.loads((out / "danbert-manifest.json").read_text())
+    written = {p.name for p in out.iterdir()} - {"danbert-manifest.json"}
+    assert set(m["outputs"]) == written
+    assert {"pytorch_model.bin", "model.safetensors", "tokenizer.json", "vocab.txt"} <= written
+    for name, digest in m["outputs"].items():
+        assert digest == _sha256(out / name), name
+    assert (out / "vocab.txt").read_bytes() == (full_release / "vocab.txt").read_bytes()

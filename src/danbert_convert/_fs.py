@@ -15,7 +15,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -294,7 +294,43 @@ def blame(path: Path) -> Iterator[None]:
         raise
 
 
-def write_json(path: Path, obj: object) -> None:
-    """Pretty, UTF-8 JSON with a final newline (config and manifest files people read)."""
-    with blame(path):
-        path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+class HashingWriter:
+    """A binary file being written whose SHA-256 follows the bytes written: no read-back."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        # A buffered file writes all of `data` or raises: what is hashed is what was written.
+        n = self.f.write(data)
+        self.digest.update(data)
+        return n
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
+@contextlib.contextmanager
+def hashing_writer(path: Path) -> Iterator[HashingWriter]:
+    """Open `path` for writing; a failed write names it (see blame)."""
+    with blame(path), open(path, "wb") as f:
+        yield HashingWriter(f)
+
+
+def write_bytes(path: Path, data: bytes) -> str:
+    """Write `data` to `path`; return its SHA-256."""
+    with hashing_writer(path) as w:
+        w.write(data)
+    return w.hexdigest()
+
+
+def write_json(path: Path, obj: object) -> str:
+    """Pretty, UTF-8 JSON with a final newline (config and manifest files people read).
+
+    Returns the SHA-256 of the bytes written.
+    """
+    return write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())

@@ -155,13 +155,13 @@ def convert(
 
         with atomic_dir(out, force) as tmp:
             outputs = _write_weights(ckpt, p, tmp, format, progress)
-            write_json(
+            # Every file but the manifest, so that `all` can tell a damaged folder from a good one;
+            # hashed as written, never read back.
+            outputs["config.json"] = write_json(
                 tmp / "config.json",
                 hf_config(source.config, p, hidden_act, source.vocab.index("[PAD]")),
             )
-            files = write_tokenizer(tmp, source.vocab_path, source.vocab, tok)
-            # Every file but the manifest, so that `all` can tell a damaged folder from a good one.
-            outputs.update((name, sha256_file(tmp / name)) for name in ["config.json", *files])
+            outputs.update(write_tokenizer(tmp, source.vocab_path, source.vocab, tok))
             settings = {
                 "hidden_act": act,
                 "hidden_act_overridden": hidden_act is not None,
@@ -239,8 +239,7 @@ def _write_weights(
         )
     outputs = {WEIGHTS_NAME: digest}
     if format in ("bin", "both"):
-        write_bin(folder / WEIGHTS_NAME, folder / BIN_NAME)
-        outputs[BIN_NAME] = sha256_file(folder / BIN_NAME)
+        outputs[BIN_NAME] = write_bin(folder / WEIGHTS_NAME, folder / BIN_NAME)
         if format == "bin":
             (folder / WEIGHTS_NAME).unlink()
             del outputs[WEIGHTS_NAME]

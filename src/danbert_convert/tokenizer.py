@@ -1,17 +1,16 @@
-"""Tokenizer files for the output folder, written with the `tokenizers` library's own writer.
+"""Tokenizer files for the output folder, serialised by the `tokenizers` library.
 
-Only `tokenizers` is imported here (no transformers, hence no torch): the tokenizer.json comes
-from `Tokenizer.save`, the two small JSON files from json.dump of plain dicts.
+Only `tokenizers` is imported here (no transformers, hence no torch): tokenizer.json is what
+`Tokenizer.save` writes (its `to_str`), the two small JSON files json.dump of plain dicts.
 """
 
 from __future__ import annotations
 
-import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from danbert_convert._fs import write_json
+from danbert_convert._fs import write_bytes, write_json
 from danbert_convert.source import SPECIAL_TOKENS
 
 
@@ -60,11 +59,14 @@ def settings_for(
 
 def write_tokenizer(
     out: Path, vocab_path: Path, vocab: list[str], s: TokenizerSettings
-) -> list[str]:
-    """Write vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json."""
+) -> dict[str, str]:
+    """Write vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json.
+
+    Returns each file's SHA-256, computed on the bytes as they were written.
+    """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    shutil.copyfile(vocab_path, out / "vocab.txt")
+    hashes = {"vocab.txt": write_bytes(out / "vocab.txt", vocab_path.read_bytes())}
     ids = {token: i for i, token in enumerate(vocab)}
     tok = Tokenizer(models.WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(
@@ -79,7 +81,10 @@ def write_tokenizer(
     )
     tok.decoder = decoders.WordPiece(prefix="##")
     tok.add_special_tokens(list(SPECIAL_TOKENS))
-    tok.save(str(out / "tokenizer.json"))
+    # What Tokenizer.save writes, but through our writer, which hashes it.
+    hashes["tokenizer.json"] = write_bytes(
+        out / "tokenizer.json", tok.to_str(pretty=True).encode("utf-8")
+    )
 
     specials = {
         "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
@@ -94,6 +99,6 @@ def write_tokenizer(
         "clean_up_tokenization_spaces": False,
         **specials,
     }
-    write_json(out / "tokenizer_config.json", config)
-    write_json(out / "special_tokens_map.json", specials)
-    return ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    hashes["tokenizer_config.json"] = write_json(out / "tokenizer_config.json", config)
+    hashes["special_tokens_map.json"] = write_json(out / "special_tokens_map.json", specials)
+    return hashes

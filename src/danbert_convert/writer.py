@@ -7,16 +7,14 @@ read, transformed and written once, so memory holds one tensor at a time.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
-from danbert_convert._fs import blame
+from danbert_convert._fs import HashingWriter, hashing_writer
 from danbert_convert.errors import one_line
 from danbert_convert.mapping import TRANSPOSE, Plan, TensorPlan
 
@@ -85,28 +83,24 @@ def write_safetensors(
     header["__metadata__"] = {"format": "pt", **(metadata or {})}
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the format wants the data 8-byte aligned
-    digest = hashlib.sha256()
     # Readers raise InputError, never a bare OSError, so what blame() catches is the write.
-    with blame(path), open(path, "wb") as f:
-        for chunk in (struct.pack("<Q", len(raw)), raw):
-            f.write(chunk)
-            digest.update(chunk)
+    with hashing_writer(path) as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
         for t in tensors:
             # Bytes via a uint8 view: a memoryview of an ml_dtypes bfloat16 array (TensorFlow's
             # reader returns those) refuses the dtype.
-            data = np.ascontiguousarray(produce(t)).reshape(-1).view(np.uint8).data
-            f.write(data)
-            digest.update(data)
+            f.write(np.ascontiguousarray(produce(t)).reshape(-1).view(np.uint8).data)
             if on_tensor:
                 on_tensor(t)
-    return digest.hexdigest()
+    return f.hexdigest()
 
 
 class _Recorder:
     """A file wrapper that remembers the OSError of a failed write: torch.save may report
     it as a RuntimeError ("unexpected pos ...") that names neither the file nor the cause."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: HashingWriter) -> None:
         self.f = f
         self.error: OSError | None = None
 
@@ -121,23 +115,26 @@ class _Recorder:
         self.f.flush()
 
 
-def write_bin(safetensors_path: Path, path: Path) -> None:
+def write_bin(safetensors_path: Path, path: Path) -> str:
     """A PyTorch pickle of the same tensors, for tools that still want pytorch_model.bin.
 
-    A failed write (full disk) is an OSError naming `path`, as for the other files.
+    Returns its SHA-256. A failed write (full disk) is an OSError naming `path`, as for the
+    other files.
     """
     import torch
     from safetensors.torch import load_file
 
     state = load_file(str(safetensors_path))
-    with blame(path), open(path, "wb") as f:
+    with hashing_writer(path) as f:
         out = _Recorder(f)
         try:
+            # torch.save only appends to a file object (no seek back): the hash is the file's.
             torch.save(state, out)  # type: ignore[arg-type]
         except RuntimeError as e:
             if out.error is not None:
                 raise out.error from e
             raise OSError(errno.EIO, f"cannot write it ({one_line(e)})", str(path)) from e
+    return f.hexdigest()
 
 
 def hf_config(
