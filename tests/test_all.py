@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -142,6 +143,7 @@ def test_unrelated_output_folder_is_not_replaced(release_zip, tmp_path):
         ("danbert-manifest.json", '{"source": 5}'),
         ("danbert-manifest.json", '{"source": {"config": 5}, "outputs": {}}'),
         ("danbert-manifest.json", '{"outputs": [1, 2]}'),
+        ("danbert-manifest.json", '{"schema_version": 2, "source": {"files": [1]}}'),
     ],
 )
 def test_malformed_record_in_out_is_redone_not_a_traceback(release_zip, tmp_path, name, text):
@@ -157,3 +159,29 @@ def test_malformed_record_in_out_is_redone_not_a_traceback(release_zip, tmp_path
     assert "verify   skipped" not in r.output
     assert json.loads((out / "danbert-verify.json").read_text())["ok"]
     assert isinstance(json.loads((out / "danbert-manifest.json").read_text())["outputs"], dict)
+
+
+def test_moved_project_still_skips_convert_and_verify(release_zip, tmp_path):
+    """The manifest holds no absolute path: `all` recognises its conversion by the recorded
+    SHA-256 of the checkpoint's small files, wherever the folders now are."""
+    before, after = tmp_path / "a", tmp_path / "b"
+    run_all(from_path=release_zip, dest=before / "w", out=before / "model")
+    weights = (before / "model" / "model.safetensors").stat().st_mtime_ns
+    before.rename(after)
+    result = run_all(from_path=release_zip, dest=after / "w", out=after / "model")
+    skipped = {s.stage: s.skipped for s in result.stages}
+    assert skipped["convert"] and skipped["verify"], skipped
+    assert (after / "model" / "model.safetensors").stat().st_mtime_ns == weights
+
+
+def test_changed_checkpoint_file_reconverts(release_zip, tmp_path):
+    """A source file that no longer matches its recorded SHA-256 means converting again."""
+    work, out = tmp_path / "w", tmp_path / "model"
+    result = run_all(from_path=release_zip, dest=work, out=out)
+    config = result.checkpoint_dir / "bert_config.json"
+    config.write_text(config.read_text().replace("{", '{"note": "edited", ', 1))
+    result = run_all(from_path=release_zip, dest=work, out=out)
+    assert [s.skipped for s in result.stages if s.stage == "convert"] == [False]
+    m = json.loads((out / "danbert-manifest.json").read_text())
+    recorded = {f["path"]: f.get("sha256") for f in m["source"]["files"]}
+    assert recorded["bert_config.json"] == hashlib.sha256(config.read_bytes()).hexdigest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -748,3 +749,51 @@ def test_output_hashes_are_the_written_files(full_release, tmp_path):
     for name, digest in m["outputs"].items():
         assert digest == _sha256(out / name), name
     assert (out / "vocab.txt").read_bytes() == (full_release / "vocab.txt").read_bytes()
+
+
+def _strings(value):
+    """Every string in a parsed JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def test_manifest_holds_no_absolute_path(full_release, tmp_path):
+    """A published model folder must not carry /home/<user>/... paths: SRC-relative names,
+    SRC relative to OUT, and a schema version."""
+    src = tmp_path / "src"
+    shutil.copytree(full_release, src)
+    out = tmp_path / "models" / "out"
+    convert(src, out)
+    text = (out / "danbert-manifest.json").read_text()
+    m = json.loads(text)
+    assert str(tmp_path) not in text and str(full_release) not in text
+    rooted = [s for s in _strings(m) if s.startswith((os.sep, "/")) or Path(s).is_absolute()]
+    assert rooted == []
+    assert m["schema_version"] == 2
+    s = m["source"]
+    assert (s["root"], s["checkpoint"], s["config"], s["vocab"]) == (
+        "../../src", "bert_model.ckpt", "bert_config.json", "vocab.txt",
+    )  # fmt: skip
+    read = sorted(p.name for p in src.iterdir() if p.suffix != ".meta")  # the graph: unread
+    assert sorted(f["path"] for f in s["files"]) == read
+    assert (out / s["root"] / s["config"]).resolve() == (src / "bert_config.json").resolve()
+
+
+def test_manifest_records_no_root_above_the_home_folder(full_release, tmp_path, monkeypatch):
+    """SRC and OUT whose only common folder is above the user's home: a relative path would
+    spell the user name, so SRC is not recorded (verify then needs --against)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home" / "alice"))
+    src = tmp_path / "home" / "alice" / "src"
+    shutil.copytree(full_release, src)
+    out = tmp_path / "elsewhere" / "out"
+    convert(src, out)
+    m = json.loads((out / "danbert-manifest.json").read_text())
+    assert m["source"]["root"] is None
+    assert "alice" not in (out / "danbert-manifest.json").read_text()

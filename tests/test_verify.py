@@ -630,6 +630,10 @@ def test_edited_config_sizes_fail_files_in_bounded_memory(release, tmp_path):
         ('{"outputs": [1, 2]}', "danbert-manifest.json: 'outputs' is not an object"),
         ('{"source": 5}', "danbert-manifest.json: 'source' is not an object"),
         ('{"settings": "x"}', "danbert-manifest.json: 'settings' is not an object"),
+        ('{"source": {"files": [1]}}', "danbert-manifest.json: source 'files' is not a list of "
+         "objects with a 'path'"),
+        ('{"source": {"root": 1}}', "danbert-manifest.json: source 'root' is not a string"),
+        ('{"schema_version": "2"}', "danbert-manifest.json: 'schema_version' is not an integer"),
         ('{"source": {"checkpoint": 1}}', "danbert-manifest.json: source 'checkpoint' is not a "
          "string"),
     ],
@@ -676,3 +680,42 @@ def test_unusable_sentence_is_a_named_fill_mask_failure(good, sentence, figure, 
     smoke = _check(verify(good, sentences=(sentence,)), "fill-mask")
     assert (smoke.status, smoke.figure) == ("fail", figure)
     assert detail in smoke.detail
+
+
+def test_source_found_through_the_relative_manifest_after_a_move(full_release, tmp_path):
+    """The manifest records SRC relative to OUT: moving both together keeps it found."""
+    before = tmp_path / "project"
+    shutil.copytree(full_release, before / "checkpoints" / "danish")
+    convert(before / "checkpoints" / "danish", before / "model")
+    after = tmp_path / "moved"
+    before.rename(after)
+    assert _check(verify(after / "model"), "parity").status == "pass"
+    # The checkpoint gone from there: parity is skipped, asking for --against.
+    shutil.rmtree(after / "checkpoints")
+    parity = _check(verify(after / "model"), "parity")
+    assert parity.status == "skip" and "--against" in parity.detail
+
+
+def test_schema_1_manifest_with_absolute_paths_still_finds_the_source(copy, full_release):
+    """Manifests written before schema 2 (absolute paths, no schema_version) stay readable."""
+
+    def to_schema_1(m):
+        del m["schema_version"]
+        s = m["source"]
+        del s["root"]
+        for key in ("checkpoint", "config", "vocab"):
+            s[key] = str((full_release / s[key]).resolve())
+        for f in s["files"]:
+            f["path"] = str((full_release / f["path"]).resolve())
+
+    _edit_json(copy / "danbert-manifest.json", to_schema_1)
+    assert _check(verify(copy), "parity").status == "pass"
+    r = _cli_verify(copy)
+    assert r.exit_code == 0, r.output
+
+
+def test_no_recorded_source_root_needs_against(copy, full_release):
+    _edit_json(copy / "danbert-manifest.json", lambda m: m["source"].update(root=None))
+    parity = _check(verify(copy), "parity")
+    assert parity.status == "skip" and "--against" in parity.detail
+    assert _check(verify(copy, against=full_release), "parity").status == "pass"

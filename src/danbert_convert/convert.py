@@ -39,7 +39,9 @@ from danbert_convert.writer import (
     MANIFEST_NAME,
     WEIGHTS_NAME,
     hf_config,
+    in_folder,
     manifest,
+    source_root,
     transform,
     write_bin,
     write_safetensors,
@@ -175,11 +177,7 @@ def convert(
                 tmp / MANIFEST_NAME,
                 manifest(
                     plan=p,
-                    sources=_source_files(source, hash_sources),
-                    reader=reader_name,
-                    checkpoint=source.checkpoint.resolve(),
-                    config=source.config_path.resolve(),
-                    vocab=source.vocab_path.resolve(),
+                    source=_source_record(Path(src), out, source, reader_name, hash_sources),
                     outputs=outputs,
                     settings=settings,
                     versions=_versions(reader_name),
@@ -193,29 +191,46 @@ def convert(
     )
 
 
-def _source_files(source: Source, hash_sources: bool) -> list[dict[str, object]]:
-    """The manifest's record of each source file.
+def _source_record(
+    src: Path, out: Path, source: Source, reader: str, hash_sources: bool
+) -> dict[str, object]:
+    """The manifest's record of the source, every path relative to SRC (or a bare name).
 
     The small files are hashed whole. The data shards (mostly Adam slots never converted)
     get size and mtime: each converted tensor was checked against the CRC-32C that the
     hashed .index holds for it, so the index hash pins every converted byte.
     """
+    outside = False
+
+    def name(path: Path) -> str:
+        nonlocal outside
+        inside = in_folder(path, src)
+        if inside is None:  # an override outside SRC (--checkpoint, --config, --vocab)
+            outside = True
+            return path.name
+        return inside
+
     files: list[dict[str, object]] = []
     for f in source.small_files():
-        files.append(
-            {"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
-        )
+        files.append({"path": name(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)})
     for f in data_files(source.checkpoint):
         st = f.stat()
         record: dict[str, object] = {
-            "path": str(f.resolve()),
+            "path": name(f),
             "bytes": st.st_size,
             "mtime": datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(),
         }
         if hash_sources:
             record["sha256"] = sha256_file(f)
         files.append(record)
-    return files
+    paths = {
+        "checkpoint": name(source.checkpoint),
+        "config": name(source.config_path),
+        "vocab": name(source.vocab_path),
+    }
+    # Where SRC is seen from OUT, for `verify` without --against: only when every file is in it.
+    root = None if outside else source_root(src, out)
+    return {"root": root, **paths, "reader": reader, "files": files}
 
 
 def _write_weights(

@@ -30,7 +30,7 @@ from danbert_convert.source import (
     read_vocab,
 )
 from danbert_convert.tokenizer import _is_marker as is_marker
-from danbert_convert.writer import BIN_NAME, MANIFEST_NAME, WEIGHTS_NAME
+from danbert_convert.writer import BIN_NAME, MANIFEST_NAME, WEIGHTS_NAME, source_paths
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,19 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
     for key in ("source", "settings", "outputs"):
         if not isinstance(data.get(key, {}), dict):
             raise InputError(f"{path}: {key!r} is not an object")
+    source = data.get("source", {})
     for key in ("checkpoint", "config", "vocab"):
-        if not isinstance(data.get("source", {}).get(key, ""), str):
+        if not isinstance(source.get(key, ""), str):
             raise InputError(f"{path}: source {key!r} is not a string")
+    if not isinstance(source.get("root", ""), (str, type(None))):
+        raise InputError(f"{path}: source 'root' is not a string")
+    files = source.get("files", [])
+    if not isinstance(files, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("path"), str) for f in files
+    ):
+        raise InputError(f"{path}: source 'files' is not a list of objects with a 'path'")
+    if type(data.get("schema_version", 1)) is not int:
+        raise InputError(f"{path}: 'schema_version' is not an integer")
     return data
 
 
@@ -587,14 +597,13 @@ def _casing_recorded(st: _State, slow: Any) -> _Part:
 def _find_source(st: _State, against: Path | None) -> Source | None:
     if against is not None:
         return discover(Path(against))
-    src = (st.manifest or {}).get("source", {})
-    paths = [src.get(k) for k in ("checkpoint", "config", "vocab")]
-    if not all(paths) or not Path(f"{paths[0]}.index").is_file():
+    paths = source_paths(st.manifest or {}, st.out)
+    if paths is None or not Path(f"{paths['checkpoint']}.index").is_file():
         return None
-    if not all(Path(p).is_file() for p in paths[1:]):
+    if not (paths["config"].is_file() and paths["vocab"].is_file()):
         return None
-    return discover(Path(paths[1]).parent, checkpoint=Path(paths[0]), config=Path(paths[1]),
-                    vocab=Path(paths[2]))  # fmt: skip
+    return discover(paths["config"].parent, checkpoint=paths["checkpoint"],
+                    config=paths["config"], vocab=paths["vocab"])  # fmt: skip
 
 
 def _batch(fast: Any, lines: list[str], max_len: int) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from danbert_convert.errors import DanbertError
 from danbert_convert.fetch import fetch
 from danbert_convert.models import DEFAULT_MODEL
 from danbert_convert.verify import Report, read_manifest, verify
-from danbert_convert.writer import MANIFEST_NAME
+from danbert_convert.writer import MANIFEST_NAME, source_paths
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,7 @@ def _conversion_current(out: Path, checkpoint_dir: Path, hidden_act: str | None)
         m = read_manifest(out)
     except DanbertError:
         return False
-    if not m:
-        return False
-    source = Path(m.get("source", {}).get("config", "")).parent
-    if source != checkpoint_dir.resolve():
+    if not m or not _same_source(m, out, checkpoint_dir):
         return False
     if hidden_act and m.get("settings", {}).get("hidden_act") != hidden_act:
         return False
@@ -89,6 +86,31 @@ def _conversion_current(out: Path, checkpoint_dir: Path, hidden_act: str | None)
         (out / name).is_file() and sha256_file(out / name) == digest
         for name, digest in outputs.items()
     )
+
+
+def _same_source(m: dict[str, Any], out: Path, checkpoint_dir: Path) -> bool:
+    """The manifest records a conversion of `checkpoint_dir`'s files.
+
+    Schema 2 holds no absolute path: the small files' recorded SHA-256 (the .index among
+    them, which pins every converted byte of the data shards by CRC-32C) must match the
+    files now in `checkpoint_dir`, and the data shards' sizes theirs.
+    """
+    if m.get("schema_version", 1) == 1:
+        paths = source_paths(m, out)
+        return paths is not None and paths["config"].parent == checkpoint_dir.resolve()
+    files = m.get("source", {}).get("files", [])
+    if not any(str(f["path"]).endswith(".index") and "sha256" in f for f in files):
+        return False
+    for f in files:
+        path = checkpoint_dir / f["path"]
+        if not path.is_file():
+            return False
+        if "sha256" in f:
+            if sha256_file(path) != f["sha256"]:
+                return False
+        elif path.stat().st_size != f.get("bytes"):
+            return False
+    return True
 
 
 def _manifest_digest(out: Path) -> str:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -165,29 +167,69 @@ def hf_config(
     return config
 
 
+SCHEMA_VERSION = 2  # 2: paths relative to SRC (and SRC to OUT); 1: absolute paths
+
+
+def in_folder(path: Path, folder: Path) -> str | None:
+    """`path` relative to `folder` (POSIX separators) when it lies inside it, else None."""
+    try:
+        return path.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def source_root(src: Path, out: Path) -> str | None:
+    """SRC relative to OUT ("../<...>"), or None when that path would name the folders
+    above the user's home (the user name) or start at the file system root.
+
+    The relative path shows only the names below the two folders' common ancestor.
+    """
+    # OUT itself may be a link that the conversion replaces: its parent is what stays.
+    parent = Path(out).absolute().parent.resolve()
+    source = Path(src).resolve()
+    try:
+        common = Path(os.path.commonpath([source, parent]))
+    except ValueError:  # another drive (Windows)
+        return None
+    if common == Path(common.anchor) or common in Path.home().resolve().parents:
+        return None
+    return Path(os.path.relpath(source, parent / Path(out).name)).as_posix()
+
+
+def source_paths(m: dict[str, Any], out: Path) -> dict[str, Path] | None:
+    """Where the manifest says the checkpoint prefix, config and vocab were, if it can tell.
+
+    Schema 2 records them relative to SRC and SRC relative to OUT (when it could); the
+    schema-1 manifests of earlier versions hold absolute paths.
+    """
+    src = m.get("source", {})
+    names = {k: src.get(k) for k in ("checkpoint", "config", "vocab")}
+    if not all(isinstance(v, str) and v for v in names.values()):
+        return None
+    if m.get("schema_version", 1) == 1:
+        return {k: Path(v) for k, v in names.items()}
+    root = src.get("root")
+    if not isinstance(root, str):
+        return None
+    return {k: Path(out) / root / v for k, v in names.items()}
+
+
 def manifest(
     *,
     plan: Plan,
-    sources: list[dict[str, object]],
-    reader: str,
-    checkpoint: Path,
-    config: Path,
-    vocab: Path,
+    source: dict[str, object],
     outputs: dict[str, str],
     settings: dict[str, object],
     versions: dict[str, str],
 ) -> dict[str, object]:
-    """danbert-manifest.json: what was read, what was written from what, and what was left out."""
+    """danbert-manifest.json: what was read, what was written from what, and what was left out.
+
+    `source` records paths relative to SRC (see convert), never absolute ones.
+    """
     return {
+        "schema_version": SCHEMA_VERSION,
         "versions": versions,
-        "source": {
-            "checkpoint": str(checkpoint),
-            "config": str(config),
-            "vocab": str(vocab),
-            "reader": reader,
-            "files": sources,
-            "data_check": DATA_CHECK,
-        },
+        "source": {**source, "data_check": DATA_CHECK},
         "architecture": plan.architecture.name,
         "settings": settings,
         "outputs": outputs,
