@@ -13,8 +13,9 @@ from httpserver import Behaviour, Server
 from zips import zip_folder
 
 from danbert_convert.cli import cli
+from danbert_convert.convert import convert
 from danbert_convert.errors import InputError, OutputExistsError
-from danbert_convert.workflow import run_all
+from danbert_convert.workflow import public_url, run_all
 
 pytestmark = pytest.mark.usefixtures("local_network")
 
@@ -185,3 +186,45 @@ def test_changed_checkpoint_file_reconverts(release_zip, tmp_path):
     m = json.loads((out / "danbert-manifest.json").read_text())
     recorded = {f["path"]: f.get("sha256") for f in m["source"]["files"]}
     assert recorded["bert_config.json"] == hashlib.sha256(config.read_bytes()).hexdigest()
+
+
+def test_manifest_records_where_the_checkpoint_came_from(release_zip, tmp_path):
+    """Provenance: the URL fetch downloaded from, the zip's name and SHA-256."""
+    digest = hashlib.sha256(release_zip.read_bytes()).hexdigest()
+    work, out = tmp_path / "w", tmp_path / "model"
+    with Server() as server:
+        url = server.route("/danish.zip", Behaviour(file=release_zip))
+        run_all(urls=[url], dest=work, out=out)
+    m = json.loads((out / "danbert-manifest.json").read_text())
+    assert m["provenance"] == {
+        "release": None, "url": url, "zip": "danish.zip", "zip_sha256": digest,
+    }  # fmt: skip
+    # A local zip: no URL, and no path of this machine either.
+    out2 = tmp_path / "model2"
+    run_all(from_path=release_zip, dest=tmp_path / "w2", out=out2)
+    text = (out2 / "danbert-manifest.json").read_text()
+    assert json.loads(text)["provenance"] == {
+        "release": None, "url": None, "zip": release_zip.name, "zip_sha256": digest,
+    }  # fmt: skip
+    assert str(tmp_path) not in text and str(release_zip.parent) not in text
+    # `danbert convert` of a folder knows nothing of where it came from.
+    convert(work / "danish_bert_uncased_v2", tmp_path / "model3")
+    assert (
+        json.loads((tmp_path / "model3" / "danbert-manifest.json").read_text())["provenance"]
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        (
+            "https://user:secret@example.org:8443/a/r.zip?token=abc#x",
+            "https://example.org:8443/a/r.zip",
+        ),
+        ("http://[::1]:8080/r.zip", "http://[::1]:8080/r.zip"),
+        ("/home/alice/r.zip", None),
+    ],
+)
+def test_public_url_drops_credentials_and_queries(url, public):
+    assert public_url(url) == public

@@ -96,12 +96,15 @@ def convert(
     reader: str = "auto",
     progress: bool | None = None,
     hash_sources: bool = False,
+    provenance: dict[str, object] | None = None,
 ) -> ConvertResult:
     """Convert the release folder `src` into the model folder `out`.
 
     `progress` is tqdm's `disable` inverted: None lets tqdm decide by the terminal.
     `hash_sources` adds the data shards' SHA-256 to the manifest (the small source files are
     always hashed; each converted tensor is checked against the index's CRC-32C regardless).
+    `provenance` (release, url, zip, zip_sha256: what `danbert fetch` got SRC from) is
+    recorded as given.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
@@ -180,6 +183,7 @@ def convert(
                     source=_source_record(Path(src), out, source, reader_name, hash_sources),
                     outputs=outputs,
                     settings=settings,
+                    provenance=provenance,
                     versions=_versions(reader_name),
                 ),
             )

@@ -9,12 +9,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from danbert_convert._fs import sha256_file, write_json
 from danbert_convert.convert import convert
 from danbert_convert.defaults import DEFAULT_DEST
 from danbert_convert.errors import DanbertError
-from danbert_convert.fetch import fetch
+from danbert_convert.fetch import FetchResult, fetch
 from danbert_convert.models import DEFAULT_MODEL
 from danbert_convert.verify import Report, read_manifest, verify
 from danbert_convert.writer import MANIFEST_NAME, source_paths
@@ -68,6 +69,32 @@ def _stage(name: str, result: AllResult, skip: bool, work: Callable[[], T]) -> T
     result.stages.append(StageTime(name, time.perf_counter() - start, skip))
     log.info("[%s] %s in %.1f s", name, "checked" if skip else "done", result.stages[-1].seconds)
     return value
+
+
+def public_url(url: str) -> str | None:
+    """`url` without user, password, query or fragment (they may hold tokens); None if not
+    an http(s) URL (a local path)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6
+    if parts.port is not None:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def provenance(fetched: FetchResult) -> dict[str, object] | None:
+    """Where the checkpoint came from, for the manifest: the release name, the URL it was
+    downloaded from in this run (None when the zip was already in DEST or given with
+    --from), the zip's name and the SHA-256 fetch computed. None for an unpacked folder."""
+    if fetched.sha256 is None or fetched.zip_path is None:
+        return None
+    return {
+        "release": fetched.model,
+        "url": public_url(fetched.source) if fetched.downloaded else None,
+        "zip": fetched.zip_path.name,
+        "zip_sha256": fetched.sha256,
+    }
 
 
 def _conversion_current(out: Path, checkpoint_dir: Path, hidden_act: str | None) -> bool:
@@ -170,7 +197,8 @@ def run_all(
             result,
             False,
             lambda: convert(fetched.checkpoint_dir, out, force=replace, reader=reader,
-                            hidden_act=hidden_act, progress=progress),
+                            hidden_act=hidden_act, progress=progress,
+                            provenance=provenance(fetched)),
         )  # fmt: skip
     manifest = read_manifest(out) or {}
     result.architecture = str(manifest.get("architecture", ""))

@@ -221,15 +221,18 @@ def manifest(
     outputs: dict[str, str],
     settings: dict[str, object],
     versions: dict[str, str],
+    provenance: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """danbert-manifest.json: what was read, what was written from what, and what was left out.
 
-    `source` records paths relative to SRC (see convert), never absolute ones.
+    `source` records paths relative to SRC (see convert), never absolute ones; `provenance`
+    is where `danbert fetch` got SRC (None: not known).
     """
     return {
         "schema_version": SCHEMA_VERSION,
         "versions": versions,
         "source": {**source, "data_check": DATA_CHECK},
+        "provenance": provenance,
         "architecture": plan.architecture.name,
         "settings": settings,
         "outputs": outputs,
