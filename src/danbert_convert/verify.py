@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from danbert_convert._fs import sha256_file
-from danbert_convert.checkpoint import open_checkpoint
+from danbert_convert.checkpoint import count_nonfinite, open_checkpoint
 from danbert_convert.errors import InputError, VerifyError, one_line
 from danbert_convert.reference import ACTIVATIONS, forward, variable_shapes
 from danbert_convert.source import (
@@ -636,7 +636,7 @@ def _source_reader(ckpt: Any) -> Callable[[str], np.ndarray]:
             raise InputError(f"{ckpt.prefix}: variable {name} is {value.dtype.name}, "
                              "not floating point")  # fmt: skip
         value = np.asarray(value, dtype=np.float64)
-        bad = int(value.size - np.isfinite(value).sum())
+        bad = count_nonfinite(value)
         if bad:
             raise InputError(f"{ckpt.prefix}: variable {name} has {bad} non-finite values "
                              "(NaN or infinity)")  # fmt: skip
@@ -687,7 +687,7 @@ def compare(name: str, got: np.ndarray, want: np.ndarray) -> Comparison:
         raise ValueError(f"{name}: the model gives shape {list(got.shape)}, the reference "
                          f"{list(want.shape)}")  # fmt: skip
     for side, value in (("model", got), ("reference", want)):
-        bad = int(value.size - np.isfinite(value).sum())
+        bad = count_nonfinite(value)
         if bad:
             raise ValueError(f"{name}: {bad} non-finite values (NaN or infinity) from the {side}")
     scale = float(np.max(np.abs(want), initial=0.0))
