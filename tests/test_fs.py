@@ -8,9 +8,11 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from tfckpt import TINY_CONFIG, bert_variables
@@ -246,3 +248,71 @@ def test_a_live_runs_folder_is_left_alone(full_release, tmp_path):
         assert (tmp / "half").read_text() == "x"
         assert "removed" not in r.stderr
     assert siblings(tmp_path) == ["out"]
+
+
+# --- the weight file's writer: writing and hashing on threads of their own -------------------
+
+
+def test_pipelined_writer_writes_and_hashes_in_order(tmp_path):
+    import hashlib
+
+    from danbert_convert._fs import pipelined_writer
+
+    rng = np.random.default_rng(1)
+    parts = [rng.bytes(int(n)) for n in rng.integers(0, 3 << 20, size=40)]
+    path = tmp_path / "w.bin"
+    with pipelined_writer(path) as f:
+        for p in parts:
+            f.write(memoryview(p))
+        digest = f.close()
+    data = path.read_bytes()
+    assert data == b"".join(parts)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert not [t for t in threading.enumerate() if t.name in ("write", "sha256")]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+def test_pipelined_writer_failure_surfaces_in_the_caller_and_stops_both_threads(tmp_path):
+    # The kernel refuses bytes past RLIMIT_FSIZE as a full disk would; run in a child so the
+    # limit binds nothing else.
+    script = (
+        "import resource, signal, sys, threading\n"
+        "from pathlib import Path\n"
+        "from danbert_convert._fs import pipelined_writer\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))\n"
+        "written = 0\n"
+        "try:\n"
+        "    with pipelined_writer(Path(sys.argv[1])) as f:\n"
+        "        for _ in range(100):\n"
+        "            f.write(bytes(256 << 10))\n"
+        "            written += 1\n"
+        "except OSError as e:\n"
+        "    print(written, e.filename, e.errno)\n"
+        "print(sorted(t.name for t in threading.enumerate()))\n"
+    )
+    path = tmp_path / "w.bin"
+    r = subprocess.run([sys.executable, "-c", script, str(path)],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    raised, threads = r.stdout.strip().splitlines()
+    count, filename, errno_ = raised.split()
+    # The error reaches the caller within a few buffers of the one that failed (the queues
+    # hold two), not after all 100, and names the file.
+    assert int(count) < 10 and filename == str(path) and int(errno_) == 27
+    assert threads == "['MainThread']"
+
+
+def test_pipelined_writer_interrupted_stops_its_threads_before_the_file_closes(tmp_path):
+    from danbert_convert._fs import pipelined_writer
+
+    path = tmp_path / "w.bin"
+    with pytest.raises(KeyboardInterrupt), pipelined_writer(path) as f:
+        for i in range(20):
+            f.write(bytes(1 << 20))
+            if i == 5:
+                raise KeyboardInterrupt
+    assert not [t for t in threading.enumerate() if t.name in ("write", "sha256")]
+    size = path.stat().st_size
+    time.sleep(0.2)
+    assert path.stat().st_size == size <= 6 << 20  # nothing was written after the interrupt

@@ -8,14 +8,15 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import secrets
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -312,6 +313,133 @@ class HashingWriter:
 
     def hexdigest(self) -> str:
         return self.digest.hexdigest()
+
+
+_ItemT = TypeVar("_ItemT")
+
+
+class Worker(Generic[_ItemT]):
+    """Applies `fn` to queued items, in order, on its own thread.
+
+    For work that releases the GIL on large buffers (hashing, writing, copying): it then
+    overlaps the caller's next step on another core. The bounded queue caps what is held in
+    memory. The first exception `fn` raises is kept, later items are dropped unprocessed, and
+    `put` and `close` raise it in the caller's thread.
+    """
+
+    def __init__(self, fn: Callable[[_ItemT], object], name: str, depth: int = 2) -> None:
+        self._fn = fn
+        self._queue: queue.Queue[tuple[_ItemT] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None and not self._stop.is_set():
+                try:
+                    self._fn(item[0])
+                except BaseException as e:  # handed to the caller's thread, not lost
+                    self._error = e
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item: _ItemT) -> None:
+        self._raise()
+        self._queue.put((item,))
+
+    def close(self) -> None:
+        """Wait for every queued item to be processed; raise the first error, if any."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+    def abort(self) -> None:
+        """Drop what is queued and wait for the item in progress (the caller is failing)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._queue.put(None)  # the thread drains without working, so this cannot block long
+            self._thread.join()
+
+
+class BackgroundHasher:
+    """A SHA-256 computed on a second thread (see Worker); hexdigest() waits for it."""
+
+    def __init__(self, h: _Hash | None = None, depth: int = 64) -> None:
+        self._h = h or hashlib.sha256()
+        self._worker: Worker[Any] = Worker(self._h.update, "sha256", depth)
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue `data`, which the caller must not change afterwards."""
+        self._worker.put(data)
+
+    def close(self) -> None:
+        self._worker.close()
+
+    def abort(self) -> None:
+        self._worker.abort()
+
+    def hexdigest(self) -> str:
+        self._worker.close()
+        return self._h.hexdigest()
+
+
+class PipelinedWriter:
+    """A binary file written and SHA-256-hashed on two threads of their own.
+
+    The caller prepares the next buffer (read, check, transpose) while the previous ones are
+    copied into the page cache and hashed: three steps of similar cost that would otherwise
+    run one after another. Buffers handed to write() must not change afterwards. A failed
+    write raises, naming the file, from a later write() or from close().
+    """
+
+    def __init__(self, f: BinaryIO, path: Path) -> None:
+        self.path = path
+        self._hasher = BackgroundHasher(depth=2)
+        self._writer: Worker[Any] = Worker(self._write_all, "write", depth=2)
+        self._f = f
+        self._digest: str | None = None
+
+    def _write_all(self, data: memoryview) -> None:
+        with blame(self.path):
+            self._f.write(data)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._writer.put(data)
+        self._hasher.update(data)
+
+    def close(self) -> str:
+        """Wait for both threads; return the hex SHA-256 of everything written."""
+        if self._digest is None:
+            try:
+                self._writer.close()
+            except BaseException:
+                self._hasher.abort()
+                raise
+            self._digest = self._hasher.hexdigest()
+        return self._digest
+
+    def abort(self) -> None:
+        self._writer.abort()
+        self._hasher.abort()
+
+
+@contextlib.contextmanager
+def pipelined_writer(path: Path) -> Iterator[PipelinedWriter]:
+    """Open `path` for a PipelinedWriter; its threads finish (or, on an exception, stop)
+    before the file is closed, so nothing writes into a folder that is being removed."""
+    with blame(path), open(path, "wb") as f:
+        w = PipelinedWriter(f, path)
+        try:
+            yield w
+            w.close()
+        except BaseException:
+            w.abort()
+            raise
 
 
 @contextlib.contextmanager

@@ -47,7 +47,8 @@ class CheckpointReader(Protocol):
         ...
 
     def read(self, name: str) -> np.ndarray:
-        """One variable's value; raises InputError naming the file and variable on failure."""
+        """One variable's value, a new array the caller owns (writers keep it while they
+        work on other threads); raises InputError naming the file and variable on failure."""
         ...
 
     def data_file(self, name: str) -> Path:

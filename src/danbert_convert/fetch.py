@@ -16,10 +16,8 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import re
 import socket
-import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +32,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from danbert_convert import __version__
-from danbert_convert._fs import hash_file_into, sha256_file
+from danbert_convert._fs import BackgroundHasher, hash_file_into, sha256_file
 from danbert_convert.defaults import RETRIES, TIMEOUT
 from danbert_convert.errors import DownloadError, InputError, one_line
 from danbert_convert.models import DEFAULT_MODEL, Release, get_release
@@ -160,36 +158,6 @@ def _plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-class _Hasher:
-    """SHA-256 on a second thread, so that hashing overlaps receiving and writing.
-
-    Hashing in line made downloads ~40% slower than curl; hashlib releases the GIL on large
-    updates, and the bounded queue caps what is held in memory.
-    """
-
-    def __init__(self, h: hashlib._Hash | None = None) -> None:
-        self._h = h or hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
-        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self._h.update(chunk)
-
-    def update(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def hexdigest(self) -> str:
-        self.close()
-        return self._h.hexdigest()
-
-
 @dataclass
 class _Origin:
     """Where a `.part` came from: recorded when it begins, checked whenever it is resumed."""
@@ -271,7 +239,7 @@ class _Part:
                 log.info(f"resuming {path.name} at {self.offset} bytes")
         if not self.offset:
             self._discard()
-        self.hasher = _Hasher(start)
+        self.hasher = BackgroundHasher(start)
         self.resumed_from = self.offset
         self.received = 0
 
@@ -282,7 +250,7 @@ class _Part:
     def reset(self) -> None:
         self._discard()
         self.hasher.close()
-        self.hasher = _Hasher()
+        self.hasher = BackgroundHasher()
         self.offset = self.resumed_from = 0
         self.origin = None
 

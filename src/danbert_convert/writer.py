@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from danbert_convert._fs import HashingWriter, hashing_writer
+from danbert_convert._fs import HashingWriter, hashing_writer, pipelined_writer
 from danbert_convert.errors import one_line
 from danbert_convert.mapping import TRANSPOSE, Plan, TensorPlan
 
@@ -86,16 +86,16 @@ def write_safetensors(
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the format wants the data 8-byte aligned
     # Readers raise InputError, never a bare OSError, so what blame() catches is the write.
-    with hashing_writer(path) as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
+    with pipelined_writer(path) as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
         for t in tensors:
             # Bytes via a uint8 view: a memoryview of an ml_dtypes bfloat16 array (TensorFlow's
-            # reader returns those) refuses the dtype.
+            # reader returns those) refuses the dtype. produce() returns a new array each time,
+            # which nothing changes while the writer's threads still hold it.
             f.write(np.ascontiguousarray(produce(t)).reshape(-1).view(np.uint8).data)
             if on_tensor:
                 on_tensor(t)
-    return f.hexdigest()
+        return f.close()
 
 
 class _Recorder:
