@@ -239,7 +239,9 @@ def _timeouts(read: float) -> tuple[float, float]:
 def convert(ctx: click.Context, src: Path, out: Path, fmt: str, **options: Any) -> None:
     """Convert the Google-BERT checkpoint folder SRC into the transformers model folder OUT."""
     from danbert_convert.convert import convert as run
+    from danbert_convert.convert import reuse_freed_memory
 
+    reuse_freed_memory()
     result = run(src, out, format=fmt, progress=progress_enabled(ctx), **options)
     skipped = Counter(result.skipped.values())
     click.echo(
@@ -399,8 +401,10 @@ def all_cmd(
     A stage whose result is already present and valid is not redone.
     """
     _check_one_source(options["urls"], options["from_path"])
+    from danbert_convert.convert import reuse_freed_memory
     from danbert_convert.workflow import run_all
 
+    reuse_freed_memory()
     fetch_options = {"retries": retries, "timeout": _timeouts(timeout)}
     result = run_all(model, progress=progress_enabled(ctx), fetch_options=fetch_options, **options)
     for s in result.stages:
