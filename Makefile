@@ -30,8 +30,11 @@ run: install
 	$(BIN)/danbert all
 
 # Benchmarks print figures; the first run generates a 1.3 GB checkpoint under benchmarks/.cache.
+# `make bench BENCH_ARGS=--setup-legacy` adds the transformers 4.x contender to bench_convert
+# (installed once under benchmarks/.cache/legacy-site, from the network, never into the venv).
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python benchmarks/bench_convert.py
+	$(BIN)/python benchmarks/bench_convert.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_verify.py
 	$(BIN)/python benchmarks/bench_fetch.py
 	$(BIN)/python benchmarks/bench_startup.py
