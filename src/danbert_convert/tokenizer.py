@@ -165,8 +165,8 @@ class Rule:
         characters, no CJK): what tokenizer.json's normaliser computes."""
         for chars, ascii in self.transliterate:
             text = text.translate({ord(c): ascii for c in chars})
-        if self.lowercase:
-            text = text.lower()
+        if self.lowercase:  # character by character, as `tokenizers` does (Σ is σ, never ς)
+            text = "".join(c.lower() for c in text)
         if self.accents == "keep":
             return text
         text = _nfd(text)
@@ -246,7 +246,9 @@ def infer_lowercase(vocab: list[str]) -> bool:
     no lower case. At most UPPERCASE_TOLERANCE of them may have capitals (reported as tokens
     the tokenizer never produces).
     """
-    cased = [t for t in vocab if not _is_marker(t) and any(map(_has_case, t))]
+    tokens = [t for t in vocab if not _is_marker(t)]
+    cased_chars = {c for c in set().union(*tokens) if _has_case(c)}
+    cased = [t for t in tokens if not cased_chars.isdisjoint(t)]
     upper = sum(t != t.lower() for t in cased)
     return upper <= len(cased) * UPPERCASE_TOLERANCE
 
@@ -349,7 +351,14 @@ class VocabReport:
 
 def never_produced(vocab: list[str], rule: Rule) -> dict[str, list[str]]:
     """The tokens no text can make the tokenizer produce under `rule`, by reason (REASONS)."""
-    splitting = {c for c in _chars(vocab) if _splits(c)}
+    chars = _chars(vocab)
+    splitting = {c for c in chars if _splits(c)}
+    # A token of characters the rule leaves alone, each a starter (combining class 0), is
+    # left alone too: nothing reorders or joins across them, but NFC may (Hangul jamo).
+    stable = {
+        c for c in chars if unicodedata.combining(c) == 0 and not _is_mn(c)
+        and rule.normalize(c) == c
+    }  # fmt: skip
     out: dict[str, list[str]] = {r: [] for r in REASONS}
     for token in vocab:
         if _is_marker(token):
@@ -359,14 +368,17 @@ def never_produced(vocab: list[str], rule: Rule) -> dict[str, list[str]]:
             reason = SENTENCEPIECE
         elif _split(token, body, splitting):
             reason = SPLIT
-        elif body.isascii() and (not rule.lowercase or body == body.lower()):
-            continue  # the fast path: nothing in the rule changes it
-        elif (n := rule.normalize(body)) == body:
+        elif stable.issuperset(body) and (
+            not rule.compose or unicodedata.is_normalized("NFC", body)
+        ):
+            continue  # the fast path
+        elif (n := rule.normalize(body)) != body:
+            if rule.lowercase and body.lower() != body:
+                reason = UPPERCASE
+            else:  # accents stripped, or the same text in another Unicode form
+                reason = FORM if _nfd(n) == _nfd(body) else ACCENTS
+        else:
             continue
-        elif rule.lowercase and body.lower() != body:
-            reason = UPPERCASE
-        else:  # accents stripped, or the same text in another Unicode form
-            reason = FORM if _nfd(n) == _nfd(body) else ACCENTS
         out[reason].append(token)
     return out
 
