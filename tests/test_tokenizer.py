@@ -309,3 +309,34 @@ def test_convert_and_verify_a_danish_vocab(vocabs, release, tmp_path):
     check = next(c for c in report.checks if c.name == "tokenizer")
     assert check.data["failing"] == 0 and check.data["normalising_otherwise"] == 0
     assert "å æ ø kept; rule: lowercase; strip accents except å" in check.detail
+
+
+@pytest.mark.parametrize("flag", ["--strip-accents", "--no-strip-accents"])
+def test_cli_flags_force_all_or_nothing(full_release, tmp_path, flag):
+    """Item 4: the flags still give BERT's own setting, recorded and warned about."""
+    from click.testing import CliRunner
+
+    from danbert_convert.cli import cli
+
+    out = tmp_path / "m"
+    r = CliRunner().invoke(cli, ["convert", str(full_release), str(out), flag])
+    assert r.exit_code == 0, r.output
+    strip = flag == "--strip-accents"
+    m = json.loads((out / "danbert-manifest.json").read_text("utf-8"))
+    assert m["settings"]["strip_accents"] is strip
+    assert m["settings"]["vocab"]["rule"]["text"] == (
+        "lowercase; strip all accents" if strip else "lowercase; keep all accents"
+    )
+    normalizer = json.loads((out / "tokenizer.json").read_text("utf-8"))["normalizer"]
+    assert normalizer["type"] == "BertNormalizer" and normalizer["strip_accents"] is strip
+    tok = _auto(out)
+    assert (_ids(tok, "sål") == _ids(tok, "sal")) is strip
+    assert (_ids(tok, "hús") == _ids(tok, "hus")) is strip
+    never = m["settings"]["vocab"]["never_produced"]["accents"]
+    if strip:  # the vocab's words with å are out of reach, and convert says so
+        assert never == {"count": 3, "examples": ["på", "sål", "å"]}
+        assert ("tokens can never be produced: they have accents the tokenizer strips "
+                "(--strip-accents strips them all); e.g. 'på', 'sål', 'å'") in r.output  # fmt: skip
+    else:
+        assert never["count"] == 0 and "never be produced" not in r.output
+    assert verify(out).ok  # verify follows the recorded setting

@@ -220,7 +220,8 @@ def _timeouts(read: float) -> tuple[float, float]:
 @click.option(
     "--strip-accents/--no-strip-accents",
     default=None,
-    help="Tokenizer accent stripping (default: off when the vocab has accented letters).",
+    help="Strip every accent, or none, as BERT does (default: strip all but the accented "
+    "letters the vocab holds, e.g. keep Danish å).",
 )
 @hidden_act_option
 @reader_option
