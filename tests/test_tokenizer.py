@@ -244,6 +244,26 @@ def test_stacked_marks_keep_only_the_vocabs_letters():
     assert rule.normalize("Việt ẹ ê Ệ ǻ") == "việt e ê ệ a"
 
 
+def test_decomposed_vocab_is_met_in_its_own_form(vocabs, tmp_path):
+    """A vocab written in NFD (å as a and a ring): å is still its letter, and text comes out
+    decomposed to match it."""
+    vocab = [unicodedata.normalize("NFD", t) for t in vocabs["danish"]]
+    rule = rule_for(vocab)
+    assert (rule.keep_letters, rule.keep_marks, rule.compose) == ("å", "", False)
+    tok = _auto(_write(tmp_path / "t", vocab))
+    assert _ids(tok, "På") == [vocab.index("pa\u030a")] != _ids(tok, "pa")
+    assert _ids(tok, "idé") == _ids(tok, "ide")
+    assert vocab_report(vocab).letters == "åæø"
+
+
+def test_a_stray_decomposed_token_changes_nothing(vocabs):
+    """One token spelt in NFD in a composed vocab is reported, and its mark not kept."""
+    vocab = [*vocabs["danish"], "e\u0301"]
+    rule = rule_for(vocab)
+    assert (rule.keep_letters, rule.keep_marks, rule.compose) == ("å", "", True)
+    assert vocab_report(vocab).never_produced["accents"] == ["e\u0301"]  # é is not kept
+
+
 # --- the vocab report (item 2) -------------------------------------------------------------
 
 
@@ -254,7 +274,9 @@ def test_report_counts_and_rule(vocabs):
     assert (r.tokens, r.rows_without_token, r.special, r.markers) == (len(vocab), 252, 5, 0)
     assert (r.pieces, r.whole_words) == (pieces, len(vocab) - 5 - pieces)
     assert r.letters == "åæø" and r.casing == "uncased"
-    assert r.rule.describe().startswith("lowercase; strip accents except å; compose (NFC); ‘ ’")
+    assert r.rule.describe().startswith(
+        "lowercase; strip accents except å; compose (NFC); ‘’‚‛‹› -> '"
+    )
     assert not any(r.never_produced.values())
     lines = r.lines()
     assert lines[0] == f"{len(vocab)} tokens for vocab_size {len(vocab) + 252}; 252 embedding " \

@@ -141,7 +141,7 @@ class Rule:
             if self.compose:
                 parts.append("compose (NFC)")
         for chars, ascii in self.transliterate:
-            parts.append(f"{' '.join(chars)} -> {ascii.lower() if self.lowercase else ascii}")
+            parts.append(f"{chars} -> {ascii.lower() if self.lowercase else ascii}")
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -173,20 +173,11 @@ class Rule:
         if self.accents == "strip":
             return "".join(c for c in text if not _is_mn(c))
         keep = {_nfd(k) for k in self.keep_letters}
-        out: list[str] = []
-        i = 0
-        while i < len(text):
-            # A cluster: one character and the nonspacing marks after it.
-            j = i + 1
-            while j < len(text) and _is_mn(text[j]):
-                j += 1
-            cluster = text[i:j]
-            if cluster in keep:
-                out.append(cluster)
-            else:
-                out.extend(c for c in cluster if not _is_mn(c) or c in self.keep_marks)
-            i = j
-        result = "".join(out)
+        result = "".join(
+            cluster if cluster in keep
+            else "".join(c for c in cluster if not _is_mn(c) or c in self.keep_marks)
+            for cluster in _clusters(text)
+        )  # fmt: skip
         return unicodedata.normalize("NFC", result) if self.compose else result
 
     def _strip_pattern(self) -> str:
@@ -263,22 +254,45 @@ def rule_for(
     lower = infer_lowercase(vocab) if lowercase is None else lowercase
     if strip_accents is not None:
         return Rule(lower, "strip" if strip_accents else "keep")
-    chars = _chars(vocab)
-    letters = "".join(
-        sorted(
-            c for c in chars
-            if not _is_mn(c) and any(map(_is_mn, _nfd(c))) and not (lower and c != c.lower())
-        )
-    )  # fmt: skip
-    marks = "".join(sorted(c for c in chars if _is_mn(c)))
-    compose = any(_nfd(c) != c for c in chars)
+    tokens = [_body(t) for t in vocab if not _is_marker(t)]
+    # The vocab's Unicode form: composed (NFC), as most text is, when more of its tokens hold
+    # composed characters than compositions left undone; else decomposed, as in Google's
+    # uncased vocabs (built on NFD text). The other form's tokens are never produced (FORM).
+    compose = sum(not unicodedata.is_normalized("NFD", t) for t in tokens) > sum(
+        not unicodedata.is_normalized("NFC", t) for t in tokens
+    )
+    held = [t for t in tokens if unicodedata.is_normalized("NFC" if compose else "NFD", t)]
+    chars = set().union(*held)
+    # An accented letter is a base and nonspacing marks that compose into one character
+    # (å, é); marks that compose with nothing (Thai, Devanagari) are kept wherever they are.
+    letters: set[str] = set()
+    marks: set[str] = set()
+    with_marks = {c for c in chars if _is_mn(c) or any(map(_is_mn, _nfd(c)))}
+    for token in (t for t in held if not with_marks.isdisjoint(t)):
+        for cluster in _clusters(_nfd(token)):
+            if len(cluster) > 1 and len(c := unicodedata.normalize("NFC", cluster)) == 1:
+                letters.add(c)
+            else:
+                marks.update(filter(_is_mn, cluster))
+    kept = "".join(sorted(c for c in letters if not (lower and c != c.lower())))
     words = set(vocab)
     translit = tuple(
         (group, ascii)
         for group, ascii in TRANSLITERATION
         if chars.isdisjoint(group) and all((a.lower() if lower else a) in words for a in ascii)
     )
-    return Rule(lower, "vocab", letters, marks, compose, translit)
+    return Rule(lower, "vocab", kept, "".join(sorted(marks)), compose, translit)
+
+
+def _clusters(text: str) -> list[str]:
+    """Each character with the nonspacing marks after it (a mark at the start stands alone)."""
+    out: list[str] = []
+    for c in text:
+        if out and _is_mn(c):
+            out[-1] += c
+        else:
+            out.append(c)
+    return out
 
 
 @dataclass(frozen=True)
@@ -407,7 +421,9 @@ def vocab_report(
     special = sum(t in SPECIAL_TOKENS for t in vocab)
     markers = sum(_is_marker(t) for t in vocab) - special
     pieces = sum(t.startswith("##") for t in vocab)
-    letters = "".join(sorted(c for c in _chars(vocab) if not c.isascii() and c.isalpha()))
+    # As letters, composed: a decomposed vocab's "a" and ring are its å.
+    composed = set().union(*(unicodedata.normalize("NFC", _body(t)) for t in vocab))
+    letters = "".join(sorted(c for c in composed if not c.isascii() and c.isalpha()))
     return VocabReport(
         tokens=len(vocab), vocab_size=vocab_size, special=special, markers=markers,
         whole_words=len(vocab) - special - markers - pieces, pieces=pieces, letters=letters,
