@@ -39,7 +39,6 @@ UPPERCASE = "uppercase"  # capitals, but the tokenizer lowercases
 ACCENTS = "accents"  # accents the rule strips
 FORM = "form"  # another Unicode form than the rule's (not NFC, or decomposed)
 REASONS = (SENTENCEPIECE, SPLIT, UPPERCASE, ACCENTS, FORM)
-ACCENT_MODES = ("vocab", "strip", "keep")
 
 
 def _is_marker(token: str) -> bool:
