@@ -264,6 +264,15 @@ def test_a_stray_decomposed_token_changes_nothing(vocabs):
     assert vocab_report(vocab).never_produced["accents"] == ["e\u0301"]  # é is not kept
 
 
+@pytest.mark.parametrize("forced", [{}, {"strip_accents": True}, {"strip_accents": False}])
+def test_rule_in_python_is_the_written_normaliser(vocabs, forced):
+    """Rule.normalize, which verify checks tokenizers against, includes BERT's clean-up:
+    control characters dropped, whitespace made spaces, CJK ideographs set apart."""
+    rule = rule_for([*vocabs["danish"], "一"], **forced)
+    text = "Idé\x07 på\t一二 Århus\u2028“x” ǻ\u200b"
+    assert rule.normalizer().normalize_str(text) == rule.normalize(text)
+
+
 # --- the vocab report (item 2) -------------------------------------------------------------
 
 

@@ -63,25 +63,33 @@ def _has_case(c: str) -> bool:
     return c.lower() != c.upper()
 
 
-def _splits(c: str) -> bool:
-    """BERT's basic tokenizer splits at `c` or drops it (google-research/bert tokenization.py).
+# BERT's basic tokenizer (google-research/bert tokenization.py, and `tokenizers`' port).
+def _is_whitespace(c: str) -> bool:
+    return c in " \t\n\r" or unicodedata.category(c) in ("Zs", "Zl", "Zp")
 
-    Whitespace splits, control characters are dropped, punctuation (ASCII symbols included)
-    and CJK ideographs become words of their own.
-    """
+
+def _is_dropped(c: str) -> bool:
+    """Removed by clean_text: control and format characters (not tab or newlines)."""
+    return c not in "\t\n\r" and unicodedata.category(c).startswith("C") or c in "\0\ufffd"
+
+
+def _is_cjk(c: str) -> bool:
     cp = ord(c)
-    if c in " \t\n\r" or unicodedata.category(c) == "Zs":
-        return True
-    if unicodedata.category(c).startswith("C") or cp in (0, 0xFFFD):
-        return True
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    if unicodedata.category(c).startswith("P"):
-        return True
     return (
         0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
         or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
         or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F
+    )  # fmt: skip
+
+
+def _splits(c: str) -> bool:
+    """BERT's basic tokenizer splits at `c` or drops it: whitespace splits, control characters
+    go, punctuation (ASCII symbols included) and CJK ideographs become words of their own."""
+    cp = ord(c)
+    return (
+        _is_whitespace(c) or _is_dropped(c) or _is_cjk(c)
+        or 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126
+        or unicodedata.category(c).startswith("P")
     )  # fmt: skip
 
 
@@ -160,10 +168,15 @@ class Rule:
         }
 
     def normalize(self, text: str) -> str:
-        """The rule in plain Python, on text BERT's clean-up has left alone (no control
-        characters, no CJK): what tokenizer.json's normaliser computes."""
+        """The rule in plain Python: what tokenizer.json's normaliser computes."""
         for chars, ascii in self.transliterate:
             text = text.translate({ord(c): ascii for c in chars})
+        # BERT's clean-up: control characters go, whitespace is a space, CJK stands apart.
+        text = "".join(
+            " " if _is_whitespace(c) else f" {c} " if _is_cjk(c) else c
+            for c in text
+            if not _is_dropped(c)
+        )
         if self.lowercase:  # character by character, as `tokenizers` does (Σ is σ, never ς)
             text = "".join(c.lower() for c in text)
         if self.accents == "keep":
@@ -405,8 +418,7 @@ def _split(token: str, body: str, splitting: set[str]) -> bool:
         return False
     if len(body) > 1 or token != body:  # inside a word, or continuing one
         return True
-    cat = unicodedata.category(body)
-    return cat == "Zs" or cat.startswith("C") or body in " \t\n\r"  # dropped or a space
+    return _is_whitespace(body) or _is_dropped(body)
 
 
 def vocab_report(

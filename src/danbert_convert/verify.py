@@ -589,7 +589,7 @@ def _normalisation(st: _State, backend: Any, vocab: list[str], rule: Rule) -> _P
     ]
     kept = [c for c in letters if rule.normalize(c) == c]
     part = _Part(
-        note=(f"{' '.join(sorted(kept))} kept; " if kept else "") + f"rule: {rule.describe()}",
+        note=(f"{_few(sorted(kept))} kept; " if kept else "") + f"rule: {rule.describe()}",
         data={"letters": "".join(letters), "normalising_otherwise": len(wrong)},
     )
     if wrong:
@@ -602,6 +602,11 @@ def _normalisation(st: _State, backend: Any, vocab: list[str], rule: Rule) -> _P
                                  f"tokenizer.json's {written} (tokenizer_config.json's "
                                  f"tokenizer_class is {_tokenizer_class(st.out)!r})")  # fmt: skip
     return part
+
+
+def _few(items: list[str], n: int = 12) -> str:
+    """The first `n` items, and how many more there are."""
+    return " ".join(items[:n]) + (f" (+{len(items) - n})" if len(items) > n else "")
 
 
 def _written_normaliser(out: Path) -> str | None:
