@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from danbert_convert._fs import write_bytes, write_json
 from danbert_convert.source import SPECIAL_TOKENS
@@ -237,9 +237,15 @@ class Rule:
         return normalizers.Sequence(steps)
 
 
+def _bodies(vocab: Iterable[str]) -> list[str]:
+    """The text of every token but the [..] markers, ##-pieces without their prefix."""
+    # Inlined _is_marker and _body: this runs over every token of the vocab.
+    return [t[2:] if t[:2] == "##" else t for t in vocab if not (t[:1] == "[" and t[-1:] == "]")]
+
+
 def _chars(vocab: Iterable[str]) -> set[str]:
     """Every character of the vocab's tokens (## prefixes and [..] markers left out)."""
-    return set().union(*(_body(t) for t in vocab if not _is_marker(t)))
+    return set().union(*_bodies(vocab))
 
 
 def infer_lowercase(vocab: list[str]) -> bool:
@@ -249,7 +255,7 @@ def infer_lowercase(vocab: list[str]) -> bool:
     no lower case. At most UPPERCASE_TOLERANCE of them may have capitals (reported as tokens
     the tokenizer never produces).
     """
-    tokens = [t for t in vocab if not _is_marker(t)]
+    tokens = [t for t in vocab if not (t[:1] == "[" and t[-1:] == "]")]
     cased_chars = {c for c in set().union(*tokens) if _has_case(c)}
     cased = [t for t in tokens if not cased_chars.isdisjoint(t)]
     upper = sum(t != t.lower() for t in cased)
@@ -266,26 +272,35 @@ def rule_for(
     lower = infer_lowercase(vocab) if lowercase is None else lowercase
     if strip_accents is not None:
         return Rule(lower, "strip" if strip_accents else "keep")
-    tokens = [_body(t) for t in vocab if not _is_marker(t)]
+    tokens = _bodies(vocab)
     # The vocab's Unicode form: composed (NFC), as most text is, when more of its tokens hold
     # composed characters than compositions left undone; else decomposed, as in Google's
     # uncased vocabs (built on NFD text). The other form's tokens are never produced (FORM).
-    compose = sum(not unicodedata.is_normalized("NFD", t) for t in tokens) > sum(
-        not unicodedata.is_normalized("NFC", t) for t in tokens
+    other = [t for t in tokens if not t.isascii()]
+    compose = sum(not unicodedata.is_normalized("NFD", t) for t in other) > sum(
+        not unicodedata.is_normalized("NFC", t) for t in other
     )
-    held = [t for t in tokens if unicodedata.is_normalized("NFC" if compose else "NFD", t)]
-    chars = set().union(*held)
+    form: Literal["NFC", "NFD"] = "NFC" if compose else "NFD"
+    held = [t for t in other if unicodedata.is_normalized(form, t)]
+    chars = (
+        set().union(*tokens)
+        if len(held) == len(other)
+        else set().union(*(t for t in tokens if t.isascii()), *held)
+    )
     # An accented letter is a base and nonspacing marks that compose into one character
     # (å, é); marks that compose with nothing (Thai, Devanagari) are kept wherever they are.
-    letters: set[str] = set()
-    marks: set[str] = set()
-    with_marks = {c for c in chars if _is_mn(c) or any(map(_is_mn, _nfd(c)))}
-    for token in (t for t in held if not with_marks.isdisjoint(t)):
-        for cluster in _clusters(_nfd(token)):
-            if len(cluster) > 1 and len(c := unicodedata.normalize("NFC", cluster)) == 1:
-                letters.add(c)
-            else:
-                marks.update(filter(_is_mn, cluster))
+    if compose:  # the letters are single characters; marks left in NFC text compose with none
+        letters = {c for c in chars if not _is_mn(c) and any(map(_is_mn, _nfd(c)))}
+        marks = {c for c in chars if _is_mn(c)}
+    else:
+        letters, marks = set(), set()
+        with_marks = {c for c in chars if _is_mn(c)}
+        for token in (t for t in held if not with_marks.isdisjoint(t)):
+            for cluster in _clusters(token):
+                if len(cluster) > 1 and len(c := unicodedata.normalize("NFC", cluster)) == 1:
+                    letters.add(c)
+                else:
+                    marks.update(filter(_is_mn, cluster))
     kept = "".join(sorted(c for c in letters if not (lower and c != c.lower())))
     words = set(vocab)
     translit = tuple(
@@ -377,7 +392,10 @@ class VocabReport:
 
 def never_produced(vocab: list[str], rule: Rule) -> dict[str, list[str]]:
     """The tokens no text can make the tokenizer produce under `rule`, by reason (REASONS)."""
-    chars = _chars(vocab)
+    pairs = [
+        (t, t[2:] if t[:2] == "##" else t) for t in vocab if not (t[:1] == "[" and t[-1:] == "]")
+    ]
+    chars = set().union(*(body for _, body in pairs))
     splitting = {c for c in chars if _splits(c)}
     # A token of characters the rule leaves alone, each a starter (combining class 0), is
     # left alone too: nothing reorders or joins across them, but NFC may (Hangul jamo).
@@ -385,19 +403,19 @@ def never_produced(vocab: list[str], rule: Rule) -> dict[str, list[str]]:
         c for c in chars if unicodedata.combining(c) == 0 and not _is_mn(c)
         and rule.normalize(c) == c
     }  # fmt: skip
+    suspect = splitting | (chars - stable) | {"▁"}
     out: dict[str, list[str]] = {r: [] for r in REASONS}
-    for token in vocab:
-        if _is_marker(token):
+    for token, body in pairs:
+        if (  # the fast path, for most tokens: a set operation
+            suspect.isdisjoint(body)
+            and 0 < len(body) <= MAX_WORD_CHARS
+            and (not rule.compose or body.isascii() or unicodedata.is_normalized("NFC", body))
+        ):
             continue
-        body = _body(token)
         if "▁" in body or (body[:1] == "_" and body[1:2].isalnum()):
             reason = SENTENCEPIECE
         elif _split(token, body, splitting):
             reason = SPLIT
-        elif stable.issuperset(body) and (
-            not rule.compose or unicodedata.is_normalized("NFC", body)
-        ):
-            continue  # the fast path
         elif (n := rule.normalize(body)) != body:
             if rule.lowercase and body.lower() != body:
                 reason = UPPERCASE
@@ -428,18 +446,18 @@ def vocab_report(
     strip_accents: bool | None = None,
 ) -> VocabReport:
     """Counts, letters, casing, the rule (as asked or inferred) and the tokens it never makes."""
-    rule = rule_for(vocab, lowercase, strip_accents)
-    special = sum(t in SPECIAL_TOKENS for t in vocab)
-    markers = sum(_is_marker(t) for t in vocab) - special
-    pieces = sum(t.startswith("##") for t in vocab)
+    inferred = infer_lowercase(vocab)
+    rule = rule_for(vocab, inferred if lowercase is None else lowercase, strip_accents)
+    special = len(set(SPECIAL_TOKENS).intersection(vocab))
+    markers = len(vocab) - len(bodies := _bodies(vocab)) - special
+    pieces = sum(t[:2] == "##" for t in vocab)
     # As letters, composed: a decomposed vocab's "a" and ring are its å.
-    composed = set().union(*(unicodedata.normalize("NFC", _body(t)) for t in vocab))
+    composed = set().union(*(unicodedata.normalize("NFC", t) for t in bodies if not t.isascii()))
     letters = "".join(sorted(c for c in composed if not c.isascii() and c.isalpha()))
     return VocabReport(
         tokens=len(vocab), vocab_size=vocab_size, special=special, markers=markers,
         whole_words=len(vocab) - special - markers - pieces, pieces=pieces, letters=letters,
-        lowercase_inferred=infer_lowercase(vocab), rule=rule,
-        never_produced=never_produced(vocab, rule),
+        lowercase_inferred=inferred, rule=rule, never_produced=never_produced(vocab, rule),
     )  # fmt: skip
 
 
