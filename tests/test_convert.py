@@ -157,7 +157,21 @@ def test_manifest_accounts_for_every_variable(converted, full_release):
     assert "CRC-32C" in m["source"]["data_check"]
     assert m["outputs"]["model.safetensors"] == sha256_file(converted / "model.safetensors")
     assert m["versions"]["danbert-convert"]
-    assert m["settings"]["strip_accents"] is False and m["settings"]["lowercase"] is True
+    assert m["settings"]["strip_accents"] == "vocab" and m["settings"]["lowercase"] is True
+    # The vocab as item 2 of issue 12 lists it, counted here from VOCAB itself.
+    v = m["settings"]["vocab"]
+    pieces = [t for t in VOCAB if t.startswith("##")]
+    assert (v["tokens"], v["vocab_size"], v["rows_without_token"]) == (len(VOCAB), 40, 40 - 36)
+    assert (v["special"], v["markers"], v["pieces"]) == (5, 0, len(pieces))
+    assert v["whole_words"] == len(VOCAB) - 5 - len(pieces)
+    assert v["letters_beyond_ascii"] == "åæø" and v["casing"] == "uncased"
+    assert v["rule"]["keep_letters"] == "å" and v["rule"]["lowercase"] is True
+    assert v["rule"]["text"].startswith("lowercase; strip accents except å;")
+    assert v["rule"]["slow_tokenizer"] == {"do_lower_case": True, "strip_accents": False,
+                                           "exact": False}  # fmt: skip
+    assert {r: n["count"] for r, n in v["never_produced"].items()} == dict.fromkeys(
+        ("sentencepiece", "split", "uppercase", "accents", "form"), 0
+    )
 
 
 def test_no_heads_gives_bert_model(release, tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tfckpt import VOCAB
 
 from danbert_convert.checkpoint import TensorFlowReader
 from danbert_convert.cli import cli
@@ -125,3 +126,52 @@ def test_errors_are_one_line(tmp_path: Path, what: str) -> None:
     assert code == 3
     assert out.startswith("error: ") and out.count("\n") == 1
     assert "bad magic" in out if what == "not_a_checkpoint" else "not found" in out
+
+
+# --- the vocab (issue 12, item 2) ------------------------------------------------------------
+
+
+def test_reports_the_vocab(full_release: Path) -> None:
+    code, out = run(str(full_release))
+    assert code == 0, out
+    tail = out.splitlines()[-7:]
+    pieces = sum(t.startswith("##") for t in VOCAB)
+    assert tail == [
+        "",
+        f"{full_release / 'vocab.txt'}: {len(VOCAB)} tokens for vocab_size 40; "
+        f"{40 - len(VOCAB)} embedding rows with no token",
+        f"  {len(VOCAB) - 5 - pieces} whole words, {pieces} ##-pieces, 5 special, "
+        "0 other [..] markers",
+        "  letters beyond ASCII: å æ ø",
+        "  casing: uncased (inferred)",
+        "  normalisation: lowercase; strip accents except å; compose (NFC); … -> ...",
+        "  never produced: none",
+    ]
+    code, out = run(str(full_release), "--json")
+    vocab = json.loads(out)["vocab"]
+    assert vocab["path"] == str(full_release / "vocab.txt")
+    assert (vocab["tokens"], vocab["vocab_size"], vocab["rows_without_token"]) == (36, 40, 4)
+    assert vocab["rule"]["keep_letters"] == "å" and vocab["casing"] == "uncased"
+
+
+def test_vocab_tokens_never_produced(full_release: Path, tmp_path: Path) -> None:
+    """A SentencePiece marker leaked into the vocab (the Norwegian release), and capitals."""
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join([*VOCAB[:-2], "##_og", "▁ikke"]) + "\n", encoding="utf-8")
+    code, out = run(str(index_only(full_release, tmp_path / "r")), "--vocab", str(vocab))
+    assert code == 0, out
+    assert out.splitlines()[-1] == "  never produced: 2 sentencepiece (e.g. '##_og', '▁ikke')"
+    doc = json.loads(run(str(tmp_path / "r"), "--vocab", str(vocab), "--json")[1])
+    never = doc["vocab"]["never_produced"]
+    assert never["sentencepiece"] == {"count": 2, "examples": ["##_og", "▁ikke"]}
+
+
+def test_without_vocab_and_with_a_bad_one(full_release: Path, tmp_path: Path) -> None:
+    folder = index_only(full_release, tmp_path / "r")
+    code, out = run(str(folder))
+    assert code == 0 and out.splitlines()[-1] == "(no vocab.txt beside the checkpoint)"
+    assert json.loads(run(str(folder), "--json")[1])["vocab"] is None
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nog\nog\n")
+    doc = json.loads(run(str(folder), "--json")[1])
+    assert doc["vocab"] is None
+    assert doc["problem"] == f"{folder / 'vocab.txt'}: token 'og' appears twice, on lines 6 and 7"

@@ -220,7 +220,8 @@ def _timeouts(read: float) -> tuple[float, float]:
 @click.option(
     "--strip-accents/--no-strip-accents",
     default=None,
-    help="Tokenizer accent stripping (default: off when the vocab has accented letters).",
+    help="Strip every accent, or none, as BERT does (default: strip all but the accented "
+    "letters the vocab holds, e.g. keep Danish å).",
 )
 @hidden_act_option
 @reader_option
@@ -421,16 +422,22 @@ def all_cmd(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="bert_config.json (default: the one beside the checkpoint, if any).",
 )
+@click.option(
+    "--vocab",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="vocab.txt (default: the one beside the checkpoint, if any).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def inspect_cmd(src: Path, config: Path | None, as_json: bool) -> None:
+def inspect_cmd(src: Path, config: Path | None, vocab: Path | None, as_json: bool) -> None:
     """List the variables of the checkpoint in SRC (a folder, a prefix or its .index file).
 
-    For each: shape, dtype, bytes, and the tensor it becomes or why it is skipped. Reads only
-    the .index file, so the data file need not be there.
+    For each: shape, dtype, bytes, and the tensor it becomes or why it is skipped. Then the
+    vocab: its tokens, letters, casing, the normalisation convert would choose and the tokens
+    no text can produce. Reads only the .index file, so the data file need not be there.
     """
     from danbert_convert.listing import format_listing, inspect_checkpoint
 
-    listing = inspect_checkpoint(src, config=config)
+    listing = inspect_checkpoint(src, config=config, vocab=vocab)
     if as_json:
         click.echo(json.dumps(listing.to_json(), indent=2, ensure_ascii=False))
     else:

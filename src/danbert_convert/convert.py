@@ -34,7 +34,12 @@ from danbert_convert.defaults import FORMATS, HIDDEN_ACTS
 from danbert_convert.errors import InputError
 from danbert_convert.mapping import Plan, TensorPlan, plan
 from danbert_convert.source import Source, discover
-from danbert_convert.tokenizer import settings_for, write_tokenizer
+from danbert_convert.tokenizer import (
+    TokenizerSettings,
+    unproducible_warnings,
+    vocab_report,
+    write_tokenizer,
+)
 from danbert_convert.writer import (
     BIN_NAME,
     MANIFEST_NAME,
@@ -150,9 +155,9 @@ def convert(
             f"{source.config['vocab_size']}: the {source.config['vocab_size'] - len(source.vocab)}"
             " extra rows are kept but no token maps to them"
         )
-    tok = settings_for(
-        source.vocab, source.config["max_position_embeddings"], lowercase, strip_accents
-    )
+    report = vocab_report(source.vocab, source.config["vocab_size"], lowercase, strip_accents)
+    warnings += unproducible_warnings(report, source.vocab_path)
+    tok = TokenizerSettings(report.rule, source.config["max_position_embeddings"])
 
     ckpt = open_checkpoint(source.checkpoint, reader)
     reader_name = type(ckpt).__name__
@@ -193,9 +198,9 @@ def convert(
                 "hidden_act": act,
                 "hidden_act_overridden": hidden_act is not None,
                 "lowercase": tok.lowercase,
-                "strip_accents": tok.strip_accents,
-                "vocab_tokens": len(source.vocab),
-                "vocab_size": source.config["vocab_size"],
+                # True/False: forced all-or-nothing; "vocab": all but the vocab's own letters
+                "strip_accents": "vocab" if strip_accents is None else strip_accents,
+                "vocab": report.to_json(),
                 "ignore_unknown": ignore_unknown,
             }
             write_json(

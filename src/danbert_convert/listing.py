@@ -1,19 +1,22 @@
 """`danbert inspect`: what a checkpoint holds and what convert would make of it.
 
-Reads only the `.index` file (and bert_config.json if there is one), so a checkpoint can be
-looked at before its 1.3 GB of data is downloaded.
+Reads only the `.index` file (and bert_config.json and vocab.txt if they are there), so a
+checkpoint can be looked at before its 1.3 GB of data is downloaded.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from danbert_convert.checkpoint import find_checkpoint, normalize_prefix
 from danbert_convert.errors import InputError
 from danbert_convert.mapping import match, plan, skip_reason
+from danbert_convert.source import read_vocab
 from danbert_convert.tfbundle import BundleReader
+from danbert_convert.tokenizer import VocabReport, vocab_report
 
 WEIGHTS, OPTIMIZER, OTHER = "weights", "optimizer_state", "other_skipped"
 
@@ -36,6 +39,8 @@ class Listing:
     architecture: str | None  # the transformers class convert would write, if known
     problem: str | None  # why convert would refuse this checkpoint, if it would
     variables: list[Variable]
+    vocab_path: str | None = None
+    vocab: VocabReport | None = None  # None: no vocab.txt, or one convert would refuse
 
     def totals(self) -> dict[str, dict[str, int]]:
         out = {k: {"count": 0, "bytes": 0} for k in (WEIGHTS, OPTIMIZER, OTHER, "all")}
@@ -55,11 +60,14 @@ class Listing:
                 {k: v for k, v in asdict(var).items() if k != "kind"} for var in self.variables
             ],
             "totals": self.totals(),
+            "vocab": {"path": self.vocab_path, **self.vocab.to_json()} if self.vocab else None,
         }
 
 
-def _locate(src: Path, config: Path | None) -> tuple[Path, Path | None]:
-    """The checkpoint prefix and, if one is found, the bert_config.json beside it."""
+def _locate(
+    src: Path, config: Path | None, vocab: Path | None
+) -> tuple[Path, Path | None, Path | None]:
+    """The checkpoint prefix and, if found, the bert_config.json and vocab.txt beside it."""
     if src.is_dir():
         prefix = find_checkpoint(src)
         folder = src
@@ -68,16 +76,21 @@ def _locate(src: Path, config: Path | None) -> tuple[Path, Path | None]:
         folder = prefix.parent
     if config is None and (folder / "bert_config.json").is_file():
         config = folder / "bert_config.json"
-    return prefix, config
+    if vocab is None and (folder / "vocab.txt").is_file():
+        vocab = folder / "vocab.txt"
+    return prefix, config, vocab
 
 
-def inspect_checkpoint(src: Path, *, config: Path | None = None) -> Listing:
-    """List the variables of the checkpoint in folder (or at prefix) `src`.
+def inspect_checkpoint(
+    src: Path, *, config: Path | None = None, vocab: Path | None = None
+) -> Listing:
+    """List the variables of the checkpoint in folder (or at prefix) `src`, and its vocab.
 
     With a bert_config.json, names map exactly as `convert` would map them (its plan); without
-    one, or when convert would refuse the checkpoint, by the name table alone.
+    one, or when convert would refuse the checkpoint, by the name table alone. The vocab is
+    reported as convert would tokenize with it (its default rule).
     """
-    prefix, config = _locate(Path(src), config)
+    prefix, config, vocab = _locate(Path(src), config, vocab)
     with BundleReader(prefix) as reader:
         infos = reader.variables()
         stored = {name: (reader.stored_dtype(name), reader.entry(name).size) for name in infos}
@@ -124,9 +137,18 @@ def inspect_checkpoint(src: Path, *, config: Path | None = None) -> Listing:
         target, reason = maps.get(name), skipped.get(name)
         kind = WEIGHTS if target else OPTIMIZER if skip_reason(name) else OTHER
         variables.append(Variable(name, list(info.shape), dtype, size, target, reason, kind))
+    report = None
+    if vocab is not None:
+        given = cfg.get("vocab_size") if isinstance(cfg, dict) else None
+        rows = given if isinstance(given, int) and not isinstance(given, bool) else None
+        try:
+            report = vocab_report(read_vocab(Path(vocab), rows or sys.maxsize), rows)
+        except InputError as e:
+            problem = problem or str(e)
     return Listing(
-        f"{prefix}.index", str(config) if config else None, architecture, problem, variables
-    )
+        f"{prefix}.index", str(config) if config else None, architecture, problem, variables,
+        str(vocab) if vocab else None, report,
+    )  # fmt: skip
 
 
 def _mb(n: int) -> str:
@@ -169,4 +191,9 @@ def format_listing(listing: Listing) -> str:
         lines.append("  (no bert_config.json: names mapped by the name table alone)")
     if listing.problem:
         lines.append(f"  convert would refuse this: {listing.problem}")
+    if listing.vocab:
+        first, *rest = listing.vocab.lines()
+        lines += ["", f"{listing.vocab_path}: {first}", *rest]
+    elif listing.vocab_path is None:
+        lines += ["", "(no vocab.txt beside the checkpoint)"]
     return "\n".join(lines)

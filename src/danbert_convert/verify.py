@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -29,6 +30,7 @@ from danbert_convert.source import (
     read_config,
     read_vocab,
 )
+from danbert_convert.tokenizer import TRANSLITERATION, Rule, never_produced, rule_for
 from danbert_convert.tokenizer import _is_marker as is_marker
 from danbert_convert.writer import BIN_NAME, MANIFEST_NAME, WEIGHTS_NAME, source_paths
 
@@ -403,13 +405,13 @@ def _check_tokenizer(st: _State) -> Check:
         return Check("tokenizer", FAIL, "", one_line(e))
     backend = st.fast.backend_tokenizer
     ids = {token: i for i, token in enumerate(vocab)}  # a repeated token: the last line wins
-    uncased = _is_uncased(vocab)
+    rule = _expected_rule(st, vocab)
     lines = danish_sample()
     parts = [
         _vocab_ids(backend, ids),
-        _whole_words(backend, ids, uncased),
-        _letters(backend, vocab, uncased),
-        _fast_equals_slow(st.fast, slow, lines),
+        _whole_words(backend, ids, rule, never_produced(vocab, rule)),
+        _normalisation(st, backend, vocab, rule),
+        _fast_equals_slow(st.fast, slow, lines, rule),
         _casing_recorded(st, slow),
     ]
     tokens = [t for line in lines for t in st.fast.tokenize(line)]
@@ -421,23 +423,37 @@ def _check_tokenizer(st: _State) -> Check:
     if 1 not in pair.get("token_type_ids", []):
         # BERT's second segment needs type 1; a tokenizer_config.json naming another class
         # gives a generic tokenizer without it.
-        try:
-            named = json.loads((st.out / "tokenizer_config.json").read_text("utf-8")).get(
-                "tokenizer_class"
-            )
-        except (OSError, ValueError, AttributeError):
-            named = None
         problems.append(f"a sentence pair gets no token_type_ids of 1 from "
                         f"{type(st.fast).__name__} (tokenizer_config.json's tokenizer_class is "
-                        f"{named!r})")  # fmt: skip
+                        f"{_tokenizer_class(st.out)!r})")  # fmt: skip
     if size > vocab_size:
         problems.append("the tokenizer has ids the model has no row for")
-    data = {"uncased": uncased, "unknown_rate": unk, "tokens": size, "vocab_size": vocab_size}
+    data = {"uncased": rule.lowercase, "rule": rule.describe(), "unknown_rate": unk,
+            "tokens": size, "vocab_size": vocab_size}  # fmt: skip
     for part in parts:
         data.update(part.data)
     if problems:
         return Check("tokenizer", FAIL, figure, "; ".join(problems), data)
     return Check("tokenizer", PASS, figure, "; ".join(p.note for p in parts if p.note), data)
+
+
+def _tokenizer_class(out: Path) -> Any:
+    try:
+        return json.loads((out / "tokenizer_config.json").read_text("utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _expected_rule(st: _State, vocab: list[str]) -> Rule:
+    """The rule the tokenizer must follow: the vocab's, with the casing and all-or-nothing
+    accent setting the conversion recorded (a manifest without them: inferred)."""
+    settings = (st.manifest or {}).get("settings", {})
+    lower, strip = settings.get("lowercase"), settings.get("strip_accents")
+    return rule_for(
+        vocab,
+        lower if isinstance(lower, bool) else None,
+        strip if isinstance(strip, bool) else None,
+    )
 
 
 @dataclass
@@ -471,34 +487,19 @@ def _vocab_ids(backend: Any, ids: dict[str, int]) -> _Part:
     return part
 
 
-def _reachable(word: str, max_chars: int) -> bool:
-    """Whether some text tokenizes to `word` as one piece, whatever casing and accents do.
-
-    Google-BERT's fixed steps decide it: clean_text drops control characters and turns
-    whitespace into spaces, CJK characters are split apart, and the pre-tokenizer splits on
-    whitespace and at every punctuation character; WordPiece gives [UNK] for a word longer
-    than max_input_chars_per_word. A vocab token these steps split (`...`, `a b`) is one no
-    input can produce: not the conversion's doing.
-    """
-    from tokenizers import normalizers, pre_tokenizers
-
-    neutral = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
-    )
-    pieces = pre_tokenizers.BertPreTokenizer().pre_tokenize_str(neutral.normalize_str(word))
-    return [p for p, _ in pieces] == [word] and len(word) <= max_chars
-
-
-def _whole_words(backend: Any, ids: dict[str, int], uncased: bool) -> _Part:
+def _whole_words(
+    backend: Any, ids: dict[str, int], rule: Rule, never: dict[str, list[str]]
+) -> _Part:
     """Every whole-word token of the vocab, tokenized alone, gives its own id.
 
-    A failure is a token some text could produce (see _reachable) but that does not come out
-    as itself: the detail says what the normaliser made of it (casing, accents) or which
-    pieces it became. Unreachable tokens are only counted. For an uncased vocab the words
-    in capitals must give the same ids.
+    A failure is a token the rule lets some text produce but that does not come out as
+    itself: the detail says what the normaliser made of it or which pieces it became. Tokens
+    no text can produce (tokenizer.never_produced: split by BERT's fixed steps, capitals
+    under lowercasing, accents the rule strips...) are only counted. When the rule
+    lowercases, the words in capitals must give the same ids.
     """
     words = [t for t in ids if not t.startswith("##") and not is_marker(t)]
-    max_chars = int(getattr(backend.model, "max_input_chars_per_word", 100))
+    impossible = {t for tokens in never.values() for t in tokens}
     norm = backend.normalizer
     good: list[str] = []
     faulty: list[str] = []
@@ -507,7 +508,7 @@ def _whole_words(backend: Any, ids: dict[str, int], uncased: bool) -> _Part:
                          strict=True):  # fmt: skip
         if enc.ids == [ids[word]]:
             good.append(word)
-        elif not _reachable(word, max_chars):
+        elif word in impossible:
             unreachable.append(repr(word))
         elif norm and (n := norm.normalize_str(word)) != word:
             faulty.append(f"{word!r} normalises to {n!r}")
@@ -523,14 +524,19 @@ def _whole_words(backend: Any, ids: dict[str, int], uncased: bool) -> _Part:
     if unreachable:
         part.note += (f" ({len(unreachable)} more no text can produce, e.g. "
                       f"{', '.join(unreachable[:3])})")  # fmt: skip
-    if uncased:
+    if rule.lowercase and any(map(_has_case, "".join(good))):
         pairs = [(w, u) for w in good if (u := _upper(w)) != w]
-        encodings = backend.encode_batch([u for _, u in pairs], add_special_tokens=False)
-        missed = [
-            f"{u!r} gives {enc.tokens}"
-            for (w, u), enc in zip(pairs, encodings, strict=True)
-            if enc.ids != [ids[w]]
-        ]
+        missed = []
+        # A good word's normalised form is the word itself: when the capitals normalise to
+        # the words, the rest of the pipeline sees the same text. Only then the slow way.
+        capitals = " ".join(u for _, u in pairs)
+        if norm is None or norm.normalize_str(capitals) != " ".join(w for w, _ in pairs):
+            encodings = backend.encode_batch([u for _, u in pairs], add_special_tokens=False)
+            missed = [
+                f"{u!r} gives {enc.tokens}"
+                for (w, u), enc in zip(pairs, encodings, strict=True)
+                if enc.ids != [ids[w]]
+            ]
         part.data.update(capitals_failing=len(missed), capitals_examples=missed[:5])
         part.note += ", in capitals too"
         if missed:
@@ -539,48 +545,90 @@ def _whole_words(backend: Any, ids: dict[str, int], uncased: bool) -> _Part:
     return part
 
 
-def _is_uncased(vocab: list[str]) -> bool:
-    """The vocab has letters with an upper case, and lowercasing changes none of its tokens.
-
-    Stated here on its own, not taken from the converter: this is what the conversion is
-    checked against.
-    """
-    tokens = [t for t in vocab if not is_marker(t)]
-    if any(t != t.lower() for t in tokens):
-        return False
-    return any(c.upper() != c for t in tokens for c in t)
+def _has_case(c: str) -> bool:
+    return c.lower() != c.upper()
 
 
 def _upper(word: str) -> str:
     # Only letters whose capital lowercases back to them: not ß (SS), ı (I), final ς (Σ).
+    if len(up := word.upper()) == len(word) and up.lower() == word:
+        return up
     return "".join(c.upper() if len(c.upper()) == 1 and c.upper().lower() == c else c
                    for c in word)  # fmt: skip
 
 
-def _letters(backend: Any, vocab: list[str], uncased: bool) -> _Part:
-    """æ ø å as the vocab has them (and their capitals, if uncased) normalise to the vocab's.
+# Accented letters beside the vocab's own: each must normalise as the rule says (mostly:
+# lose its accents). Latin-1 and Latin Extended-A letters, small ones first, and stacked
+# marks (ǻ, ệ).
+_PROBE = (
+    "".join(
+        sorted(
+            (c for c in map(chr, range(0xC0, 0x180)) if unicodedata.normalize("NFD", c) != c),
+            key=lambda c: (c.isupper(), c),
+        )
+    )
+    + "ǻệ"
+)
 
-    Checked only for the letters the vocab has: accent stripping would turn å into a.
+
+def _normalisation(st: _State, backend: Any, vocab: list[str], rule: Rule) -> _Part:
+    """The tokenizer normalises as the rule says: the vocab's letters beyond ASCII (in
+    capitals too, when it lowercases), other accented letters, typographic quotes and dashes.
     """
-    letters = [c for c in "æøåÆØÅ" if any(c in t for t in vocab)]
-    if not letters:
-        return _Part()
-    probe = letters + ([c.upper() for c in letters] if uncased else [])
-    want = [c.lower() if uncased else c for c in probe]
-    got = [backend.normalizer.normalize_str(c) if backend.normalizer else c for c in probe]
-    part = _Part(note=f"{' '.join(dict.fromkeys(want))} kept", data={"letters": "".join(letters)})
-    if got != want:
-        part.problems.append(f"{' '.join(probe)!r} normalises to {' '.join(got)!r}, expected "
-                             f"{' '.join(want)!r} (accents or casing wrong)")  # fmt: skip
+    letters = [c for c in dict.fromkeys("".join(t for t in vocab if not is_marker(t)))
+               if not c.isascii() and c.isalpha()]  # fmt: skip
+    probe = dict.fromkeys(
+        [*letters, *(c.upper() for c in letters if rule.lowercase), *_PROBE,
+         *(c for chars, _ in TRANSLITERATION for c in chars)]
+    )  # fmt: skip
+    norm = backend.normalizer
+    wrong = [
+        f"{c!r} -> {got!r}, expected {want!r}"
+        for c in probe
+        if (got := norm.normalize_str(c) if norm else c) != (want := rule.normalize(c))
+    ]
+    kept = [c for c in letters if rule.normalize(c) == c]
+    part = _Part(
+        note=(f"{_few(sorted(kept))} kept; " if kept else "") + f"rule: {rule.describe()}",
+        data={"letters": "".join(letters), "normalising_otherwise": len(wrong)},
+    )
+    if wrong:
+        part.problems.append(f"{len(wrong)} of {len(probe)} letters and marks normalise "
+                             f"otherwise than the rule ({rule.describe()}) says: "
+                             f"{'; '.join(wrong[:3])}")  # fmt: skip
+        written = _written_normaliser(st.out)
+        if written and written != type(norm).__name__:
+            part.problems.append(f"transformers built a {type(norm).__name__} instead of "
+                                 f"tokenizer.json's {written} (tokenizer_config.json's "
+                                 f"tokenizer_class is {_tokenizer_class(st.out)!r})")  # fmt: skip
     return part
 
 
-def _fast_equals_slow(fast: Any, slow: Any, lines: list[str]) -> _Part:
-    """The fast (tokenizer.json) and slow (vocab.txt) tokenizers agree on the sample."""
-    differ = [line for line in lines if fast(line)["input_ids"] != slow(line)["input_ids"]]
-    part = _Part(note=f"fast = slow on {len(lines)} lines", data={"fast_equals_slow": not differ})
+def _few(items: list[str], n: int = 12) -> str:
+    """The first `n` items, and how many more there are."""
+    return " ".join(items[:n]) + (f" (+{len(items) - n})" if len(items) > n else "")
+
+
+def _written_normaliser(out: Path) -> str | None:
+    """The type of tokenizer.json's normaliser, as written."""
+    try:
+        return json.loads((out / "tokenizer.json").read_text("utf-8"))["normalizer"]["type"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _fast_equals_slow(fast: Any, slow: Any, lines: list[str], rule: Rule) -> _Part:
+    """The fast (tokenizer.json) and slow (vocab.txt) tokenizers agree on the sample lines
+    where BERT's all-or-nothing setting closest to the rule normalises as the rule does."""
+    closest = Rule(rule.lowercase, "strip" if rule.slow_strip_accents else "keep")
+    same = [line for line in lines if closest.normalize(line) == rule.normalize(line)]
+    differ = [line for line in same if fast(line)["input_ids"] != slow(line)["input_ids"]]
+    note = f"fast = slow on {len(same)} lines"
+    if len(same) < len(lines):
+        note += f" ({len(lines) - len(same)} more the slow tokenizer cannot normalise as the rule)"
+    part = _Part(note=note, data={"fast_equals_slow": not differ})
     if differ:
-        part.problems.append(f"fast != slow on {len(differ)} of {len(lines)} sample lines, "
+        part.problems.append(f"fast != slow on {len(differ)} of {len(same)} sample lines, "
                              f"e.g. {differ[0]!r}")  # fmt: skip
     return part
 
