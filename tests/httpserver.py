@@ -9,6 +9,7 @@ ETag or Last-Modified header) unless a behaviour says otherwise.
 from __future__ import annotations
 
 import re
+import ssl
 import sys
 import threading
 import time
@@ -55,14 +56,19 @@ class Record:
 
 
 class Server:
-    """`with Server() as s: s.route("/x.zip", Behaviour(...)); s.url("/x.zip")`."""
+    """`with Server() as s: s.route("/x.zip", Behaviour(...)); s.url("/x.zip")`; HTTPS with
+    `Server(tls=context)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, list[Behaviour]] = {}
         self.counts: dict[str, int] = {}
         self.records: list[Record] = []
         self.lock = threading.Lock()
         self.httpd = _QuietServer(("127.0.0.1", 0), _make_handler(self))
+        self.scheme = "http"
+        if tls is not None:  # HTTPS: each connection's handshake runs as it is accepted
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -83,7 +89,7 @@ class Server:
 
     def url(self, path: str) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}{path}"
+        return f"{self.scheme}://{host}:{port}{path}"
 
     def requests_to(self, path: str, wait: float = 5.0) -> list[Record]:
         """The requests to `path`, after waiting up to `wait` s for each to be answered."""
@@ -104,8 +110,9 @@ class Server:
 
 class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: object, client_address: object) -> None:
-        # Clients that hang up mid-response are what the tests are about, not news.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
+        # Clients that hang up mid-response, or refuse our certificate, are what the tests
+        # are about, not news.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError)):
             super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 

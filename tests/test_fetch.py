@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 from click.testing import CliRunner
 from httpserver import Behaviour, Server
 from zips import zip_folder
@@ -105,7 +107,8 @@ def leave_part(
 
 
 def hint(url: str) -> str:
-    """What every download error that reached no server ends with."""
+    """What every download error ends with when the download never got going (no network,
+    DNS, TLS, an HTTP error, a dead link's page): how to get the file another way."""
     return (
         f"; to get it another way, download {url} elsewhere (a browser, another machine) "
         "and use --from FILE.zip, or give a mirror with --url MIRROR"
@@ -274,6 +277,7 @@ def test_retries_are_bounded_with_growing_backoff(
         fetch(dest=tmp_path, urls=[url], retries=4, backoff=1.0, max_backoff=5.0)
     assert str(e.value) == (
         f"could not download r.zip: {url} -> HTTP 503 Service Unavailable (gave up after 4 retries)"
+        + hint(url)
     )
     assert len(server.requests_to("/r.zip")) == 5
     assert sleeps == [1.0, 2.0, 4.0, 5.0]
@@ -298,7 +302,7 @@ def test_every_source_failing_names_each(server: Server, tmp_path: Path) -> None
         fetch("danish-bert-uncased-v2", tmp_path, urls=[a, b, c], **FAST)
     assert str(e.value) == (
         f"could not download {NAME}.zip: {a} -> HTTP 404 Not Found; {b} -> HTTP 410 Gone; "
-        f"{c} -> an HTML page (text/html), not a zip: the link is dead or rate-limited"
+        f"{c} -> an HTML page (text/html), not a zip: the link is dead or rate-limited" + hint(a)
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{NAME}.zip.lock"]
 
@@ -314,8 +318,10 @@ def test_other_non_zip_body(server: Server, tmp_path: Path) -> None:
     url = server.route("/r.zip", Behaviour(body=b"\x1f\x8b\x08 gzip", content_type=""))
     with pytest.raises(
         DownloadError, match=r"not a zip \(no Content-Type, starts with b'\\x1f\\x8b"
-    ):
+    ) as e:
         fetch(dest=tmp_path, urls=[url], **FAST)
+    # The server answered with a file: another copy of the link would be the same one.
+    assert "--from" not in str(e.value)
     assert [p.name for p in tmp_path.iterdir()] == ["r.zip.lock"]
 
 
@@ -413,6 +419,68 @@ def test_unresolvable_host_is_retried_once(tmp_path: Path) -> None:
         f"{hint(url)}\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_server(tls_ca: trustme.CA) -> Iterator[Server]:
+    """An HTTPS server whose certificate a CA of the test's own signed: no client trusts it."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1").configure_cert(context)
+    with Server(tls=context) as s:
+        yield s
+
+
+def test_untrusted_certificate_says_what_to_do_and_is_not_retried(
+    tls_server: Server,
+    tls_ca: trustme.CA,
+    release_zip: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = tls_server.route("/r.zip", Behaviour(body=release_zip))
+    code, out, err = run("-q", "fetch", "--url", url, "--dest", str(tmp_path))
+    assert (code, out) == (5, "")
+    assert err.splitlines()[-1] == (
+        f"error: could not download r.zip: {url} -> TLS certificate not trusted (unable to get "
+        f"local issuer certificate) (gave up after 0 retries){hint(url)}"
+    )
+    assert tls_server.records == []  # no request was sent over a connection not trusted
+    # What the README advises behind a proxy that inspects TLS: trust its CA certificate.
+    with tls_ca.cert_pem.tempfile() as ca_file:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_file)
+        assert fetch(dest=tmp_path, urls=[url], **FAST).sha256 == sha(release_zip)
+
+
+def test_tls_handshake_failure_is_retried_once_and_says_what_to_do(
+    server: Server, tmp_path: Path
+) -> None:
+    """https:// to a server that speaks plain HTTP: the handshake fails."""
+    server.route("/r.zip", Behaviour(body=b"PK\x03\x04"))
+    url = server.url("/r.zip").replace("http://", "https://")
+    with pytest.raises(DownloadError) as e:
+        fetch(dest=tmp_path, urls=[url], **FAST)
+    assert str(e.value) == (
+        f"could not download r.zip: {url} -> TLS handshake failed (wrong version number) "
+        f"(gave up after 1 retry){hint(url)}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"), [(401, "Unauthorized"), (403, "Forbidden"), (404, "Not Found")]
+)
+def test_http_4xx_says_what_to_do(server: Server, tmp_path: Path, status: int, reason: str) -> None:
+    url = server.route("/r.zip", Behaviour(status=status, body=b"no", content_type="text/plain"))
+    code, out, err = run("-q", "fetch", "--url", url, "--dest", str(tmp_path))
+    assert (code, out) == (5, "")
+    assert err.splitlines()[-1] == (
+        f"error: could not download r.zip: {url} -> HTTP {status} {reason}{hint(url)}"
+    )
+    assert len(server.requests_to("/r.zip")) == 1  # a 4xx is not retried
 
 
 def test_ctrl_c_keeps_the_part_then_resumes(
@@ -534,7 +602,7 @@ def test_cli_download_error_is_one_line_exit_5(server: Server, tmp_path: Path) -
     assert err == (
         f"warning: {url}: an HTML page (text/html), not a zip: the link is dead or rate-limited\n"
         f"error: could not download r.zip: {url} -> an HTML page (text/html), not a zip: "
-        "the link is dead or rate-limited\n"
+        f"the link is dead or rate-limited{hint(url)}\n"
     )
 
 

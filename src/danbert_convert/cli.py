@@ -266,7 +266,7 @@ def models_cmd(as_json: bool) -> None:
     click.echo(f"  {'NAME':<{width}}LANG  CASED  NOTES")
     for r in RELEASES.values():
         mark = "*" if r.name == DEFAULT_MODEL else " "
-        notes = ("BROKEN: " if r.broken else "") + r.notes
+        notes = ("BROKEN: " if r.broken else "") + ("SAMPLE: " if r.sample_of else "") + r.notes
         click.echo(f"{mark} {r.name:<{width}}{r.language:<6}{'yes' if r.cased else 'no':<7}{notes}")
     click.echo("(* default; sources: danbert models --json)")
 
@@ -413,6 +413,13 @@ def all_cmd(
     click.echo(f"\n{result.architecture} ready in {result.out.resolve()}\n")
     click.echo("from transformers import AutoModel, AutoTokenizer")
     click.echo(result.python_lines())
+    if model is not None:
+        from danbert_convert.models import get_release
+
+        real = get_release(model).sample_of
+        if real is not None:
+            click.echo(f"\n{model} is a bundled sample with random weights. The real release:")
+            click.echo(f"  danbert all {real}")
 
 
 @cli.command("inspect")

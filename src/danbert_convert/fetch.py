@@ -18,10 +18,12 @@ import logging
 import os
 import re
 import socket
+import ssl
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit
@@ -48,6 +50,8 @@ log = logging.getLogger("danbert_convert")
 
 RESOLVE_RETRIES = 1
 """Retries after "host not found": a name that did not resolve rarely resolves a second later."""
+TLS_RETRIES = 1
+"""Retries after a failed TLS handshake; a certificate that is not trusted is not retried."""
 MAX_RESTARTS = 3
 """Times one source may make us discard the `.part` (a changed file) before we give up on it."""
 BACKOFF = 1.0
@@ -119,18 +123,19 @@ class FetchResult:
 class _SourceFailed(Exception):
     """This source cannot give us the file; try the next one."""
 
-    def __init__(self, message: str, network: bool = False) -> None:
+    def __init__(self, message: str, elsewhere: bool = False) -> None:
         super().__init__(message)
-        self.network = network
-        """The source was never reached, or the connection kept failing."""
+        self.elsewhere = elsewhere
+        """The download never got going here (no network, DNS, TLS, an HTTP error, a dead
+        link's page, a connection that kept failing): a copy from elsewhere may do."""
 
 
 class _Retry(Exception):
     """A transient failure: wait, then ask the same source again."""
 
-    def __init__(self, message: str, network: bool = False, limit: int | None = None) -> None:
+    def __init__(self, message: str, elsewhere: bool = False, limit: int | None = None) -> None:
         super().__init__(message)
-        self.network = network
+        self.elsewhere = elsewhere
         self.limit = limit
         """At most this many retries for this kind of failure (None: the caller's)."""
 
@@ -273,8 +278,8 @@ class _Part:
         self.received += len(chunk)
 
 
-def _unresolved(e: BaseException) -> bool:
-    """Whether a connection error is a failure to resolve the host name."""
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    """`e` and every exception behind it, each once."""
     seen: set[int] = set()
     stack: list[object] = [e]
     while stack:
@@ -282,13 +287,32 @@ def _unresolved(e: BaseException) -> bool:
         if not isinstance(x, BaseException) or id(x) in seen:
             continue
         seen.add(id(x))
+        yield x
+        # urllib3 keeps the cause of a MaxRetryError in `reason`.
+        stack += [x.__cause__, x.__context__, getattr(x, "reason", None)]
+
+
+def _unresolved(e: BaseException) -> bool:
+    """Whether a connection error is a failure to resolve the host name."""
+    for x in _causes(e):
         if isinstance(x, socket.gaierror) or (
             _NAME_RESOLUTION_ERROR and isinstance(x, _NAME_RESOLUTION_ERROR)
         ):
             return True
-        # urllib3 keeps the cause of a MaxRetryError in `reason`.
-        stack += [x.__cause__, x.__context__, getattr(x, "reason", None)]
     return any(t in str(e) for t in _UNRESOLVED_TEXTS)
+
+
+def _tls_failure(e: BaseException) -> tuple[str, bool] | None:
+    """(what went wrong, whether the certificate was refused) for a TLS error; else None."""
+    for x in _causes(e):
+        if isinstance(x, ssl.SSLCertVerificationError):
+            why = x.verify_message or x.reason or "certificate verify failed"
+            return f"TLS certificate not trusted ({why})", True
+    for x in _causes(e):
+        if isinstance(x, ssl.SSLError) and not isinstance(x, requests.exceptions.SSLError):
+            why = (x.reason or type(x).__name__).replace("_", " ").lower()
+            return f"TLS handshake failed ({why})", False
+    return None
 
 
 def _describe(e: Exception) -> str:
@@ -296,6 +320,8 @@ def _describe(e: Exception) -> str:
     text = str(e)
     if _unresolved(e):
         return "host not found"
+    if (tls := _tls_failure(e)) is not None:
+        return tls[0]
     if isinstance(e, requests.ConnectTimeout):
         return "connect timed out"
     if isinstance(e, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
@@ -368,10 +394,10 @@ def _accept(
             return size, 0
         raise _Restart(f"{part.path.name} does not fit the file on the server ({why or status})")
     if status in (404, 410):
-        raise _SourceFailed(_status_text(resp))
+        raise _SourceFailed(_status_text(resp), elsewhere=True)
     if status == 429 or status >= 500:
-        raise _Retry(_status_text(resp))
-    raise _SourceFailed(_status_text(resp))
+        raise _Retry(_status_text(resp), elsewhere=True)
+    raise _SourceFailed(_status_text(resp), elsewhere=400 <= status < 500)
 
 
 def _check_is_zip(resp: requests.Response, first: bytes, at_start: bool) -> None:
@@ -380,7 +406,8 @@ def _check_is_zip(resp: requests.Response, first: bytes, at_start: bool) -> None
     if ctype == "text/html" or (at_start and first.lstrip()[:1] == b"<"):
         raise _SourceFailed(
             f"an HTML page ({ctype or 'no Content-Type'}), not a zip: "
-            "the link is dead or rate-limited"
+            "the link is dead or rate-limited",
+            elsewhere=True,
         )
     if at_start and first[:4] not in _ZIP_MAGIC:
         raise _SourceFailed(f"not a zip ({ctype or 'no Content-Type'}, starts with {first[:8]!r})")
@@ -391,7 +418,7 @@ def _read(read: Callable[[int], bytes]) -> bytes:
     try:
         return read(CHUNK)
     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as e:
-        raise _Retry(_describe(e), network=True) from e
+        raise _Retry(_describe(e), elsewhere=True) from e
 
 
 def _head(chunk: bytes, read: Callable[[int], bytes]) -> bytes:
@@ -438,7 +465,9 @@ def _transfer(
         resp = session.get(url, headers=headers, stream=True, timeout=timeout)
     except (requests.ConnectionError, requests.Timeout) as e:
         limit = RESOLVE_RETRIES if _unresolved(e) else None
-        raise _Retry(_describe(e), network=True, limit=limit) from e
+        if (tls := _tls_failure(e)) is not None:
+            limit = 0 if tls[1] else TLS_RETRIES
+        raise _Retry(_describe(e), elsewhere=True, limit=limit) from e
     except requests.RequestException as e:
         raise _SourceFailed(f"bad request: {e}") from e
     with resp:
@@ -482,11 +511,11 @@ def _transfer(
         part.reset()
         raise _SourceFailed(f"the server sent {got} bytes for {announced}")
     if length is not None and got < length:
-        raise _Retry(f"connection closed at byte {part.offset} of {total or '?'}", network=True)
+        raise _Retry(f"connection closed at byte {part.offset} of {total or '?'}", elsewhere=True)
     if total is not None and part.offset < total:
         if resp.status_code == 206:
             return False
-        raise _Retry(f"connection closed at byte {part.offset} of {total}", network=True)
+        raise _Retry(f"connection closed at byte {part.offset} of {total}", elsewhere=True)
     return True
 
 
@@ -522,7 +551,7 @@ def _from_source(
             limit = retries if e.limit is None else min(retries, e.limit)
             if failures > limit:
                 gave_up = f"gave up after {_plural(limit, 'retry', 'retries')}"
-                raise _SourceFailed(f"{e} ({gave_up})", network=e.network) from None
+                raise _SourceFailed(f"{e} ({gave_up})", elsewhere=e.elsewhere) from None
             delay = min(max_backoff, backoff * 2 ** (failures - 1))
             log.warning(f"{url}: {e}; retry {failures}/{limit} in {delay:.1f} s")
             time.sleep(delay)
@@ -568,7 +597,7 @@ def download(
     own_session = session is None
     session = session or _new_session()
     tried: list[tuple[str, str]] = []
-    unreachable: list[str] = []
+    stuck: list[str] = []  # sources where the download never got going
     try:
         with tqdm(
             unit="B",
@@ -595,8 +624,8 @@ def download(
                 except _SourceFailed as e:
                     log.warning(f"{url}: {e}")
                     tried.append((url, str(e)))
-                    if e.network:
-                        unreachable.append(url)
+                    if e.elsewhere:
+                        stuck.append(url)
                     continue
                 digest = part.hasher.hexdigest()
                 size = part.offset
@@ -622,13 +651,43 @@ def download(
             session.close()
     summary = "; ".join(f"{u} -> {e}" for u, e in tried)
     hint = ""
-    if unreachable:
-        url = unreachable[0]
+    if stuck:
+        url = stuck[0]
         hint = (
             f"; to get it another way, download {url} elsewhere (a browser, another machine) "
             "and use --from FILE.zip, or give a mirror with --url MIRROR"
         )
     raise DownloadError(f"could not download {path.name}: {summary}{hint}")
+
+
+def _copy_packaged(resource: str, path: Path, sha256: str | None) -> DownloadResult:
+    """Copy a release zip shipped inside this package to `path`, via `path.part`, checking its
+    SHA-256 as a download's is checked."""
+    src = resources.files("danbert_convert").joinpath(resource)
+    part = path.with_name(path.name + ".part")
+    h = hashlib.sha256()
+    try:
+        fin = src.open("rb")
+    except OSError:
+        raise DownloadError(
+            f"{resource} is missing from the installed danbert-convert; reinstall it"
+        ) from None
+    with fin, open(part, "wb") as fout:
+        while chunk := fin.read(CHUNK):
+            h.update(chunk)
+            fout.write(chunk)
+    digest, size = h.hexdigest(), part.stat().st_size
+    if sha256 is not None and digest != sha256:
+        part.unlink()
+        raise DownloadError(
+            f"could not copy {path.name}: {src} -> SHA-256 mismatch: expected {sha256}, got "
+            f"{digest}; the installed danbert-convert is damaged: reinstall it"
+        )
+    _forget(path)
+    os.replace(part, path)
+    _sidecar(part, ".json").unlink(missing_ok=True)  # an older download's record
+    log.info(f"{path.name}: copied from the package's own data (no download)")
+    return DownloadResult(str(src), path, digest, size, 0, 0, [])
 
 
 def _new_session() -> requests.Session:
@@ -832,8 +891,10 @@ def fetch(
     """Get a release into `dest` and return where its checkpoint folder is.
 
     `model` names a registry release (the default one if neither it nor `urls` is given);
-    `urls` replace the registry's sources. `from_path` takes a local zip or unpacked folder
-    instead of downloading (not both). An existing verified zip is not downloaded again.
+    `urls` replace the registry's sources. A release shipped as package data (the sample) is
+    copied from this package instead of downloaded, then checked and unpacked the same way.
+    `from_path` takes a local zip or unpacked folder instead of downloading (not both). An
+    existing verified zip is not downloaded again.
     """
     if urls and from_path is not None:
         raise ValueError("urls and from_path exclude each other: download, or use a local copy")
@@ -853,6 +914,7 @@ def fetch(
         )
 
     sources = list(urls) if urls or release is None else list(release.urls)
+    packaged = release.package_data if release is not None and not urls else None
     name = release.filename if release is not None else filename_from_url(sources[0])
     zip_path = dest / name
     result = FetchResult(
@@ -873,6 +935,10 @@ def fetch(
             log.info(f"{zip_path} already downloaded; checking it")
             result.sha256 = _verify_existing(zip_path, expected)
             result.size = zip_path.stat().st_size
+        elif packaged is not None:
+            d = _copy_packaged(packaged, zip_path, expected)
+            result.source, result.sha256, result.size = d.url, d.sha256, d.size
+            result.downloaded = True
         else:
             d = download(
                 sources,

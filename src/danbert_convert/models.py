@@ -3,6 +3,10 @@
 BotXo (now Certainly) published these as Google-BERT TF1 checkpoints in zips behind Dropbox
 links (repository certainlyio/nordic_bert). No checksums were ever published, so `sha256` and
 `size` stay unset until someone records them from a known-good download.
+
+`danish-bert-sample` is a tiny zip shipped inside this package in the Danish release's layout
+(scripts/make_sample_release.py makes it), fetched from package data instead of a URL, so the
+whole pipeline can be tried offline in seconds.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ class Release:
     size: int | None = None
     notes: str = ""
     broken: bool = False
+    package_data: str | None = None
+    """A zip shipped inside this package (a path under danbert_convert/), copied instead of
+    downloaded; checked against `sha256` and unpacked as a download is."""
+    sample_of: str | None = None
+    """The real release this one is a small stand-in for."""
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -71,6 +80,21 @@ RELEASES: dict[str, Release] = {
                 "tokens (nordic_bert issues 9 and 11)."
             ),
             broken=True,
+        ),
+        Release(
+            name="danish-bert-sample",
+            urls=(),
+            filename="danish_bert_sample.zip",
+            language="da",
+            cased=False,
+            sha256="e795ccafc58070ec3929d84a5ba2565bab6b3e2d255f761700dfd84023fb8bb8",
+            size=1940386,
+            notes=(
+                "Bundled, offline: a 2-layer BERT with random weights in the Danish release's "
+                "layout, to try the tool (vocab derived from wordfreq, CC BY-SA 4.0)."
+            ),
+            package_data="data/danish_bert_sample.zip",
+            sample_of="danish-bert-uncased-v2",
         ),
     )
 }
