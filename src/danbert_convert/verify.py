@@ -861,7 +861,8 @@ def _early_reference(st: _State, source: Source, reader: str) -> _Early | None:
         return None
     early = _Early(batch)
     try:
-        early.outputs = _reference(ckpt, source, batch, act, st.stopped)
+        with _one_blas_thread():
+            early.outputs = _reference(ckpt, source, batch, act, st.stopped)
     except _Stopped:
         return None
     except Exception as e:  # noqa: BLE001 - raised again by parity, if it uses this
@@ -870,6 +871,20 @@ def _early_reference(st: _State, source: Source, reader: str) -> _Early | None:
         ckpt.close()
         _trim_heap()
     return early
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
+    """numpy's BLAS on one thread, while the main thread keeps the other core busy.
+
+    With two, the worker's two BLAS threads and the main thread are three on two cores:
+    every matrix product then waits, spinning, for whichever is descheduled (3 to 6 s of
+    CPU lost on BERT-base, slower than no worker at all on a loaded machine).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an environment installed before verify needed it
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _trim_heap() -> None:
