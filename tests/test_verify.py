@@ -730,13 +730,13 @@ def _workers() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("danbert-verify")]
 
 
-def test_parity_uses_the_early_reference_only_for_the_same_inputs(copy, full_release, caplog):
-    """The worker computes the reference from tokenizer.json alone while transformers loads;
-    parity uses it only if AutoTokenizer gives the model the same inputs, and otherwise
-    computes its own, which catches a fault as well."""
+def test_parity_uses_the_workers_reference_only_for_the_same_inputs(copy, full_release, caplog):
+    """A worker thread computes the reference on inputs from tokenizer.json alone while
+    transformers loads; parity uses it only if AutoTokenizer gives the model the same inputs,
+    and otherwise computes its own, which catches a fault as well."""
     caplog.set_level(logging.DEBUG, logger="danbert_convert.verify")
     assert _check(verify(copy), "parity").status == "pass"
-    assert "the reference computed early is for these inputs" in caplog.text
+    assert "the worker computed the reference on these inputs" in caplog.text
     assert not _workers()
     # AutoTokenizer follows tokenizer_config.json, tokenizer.json alone does not: other ids.
     _edit_json(copy / "tokenizer_config.json", lambda c: c.update(do_lower_case=False))
@@ -745,7 +745,7 @@ def test_parity_uses_the_early_reference_only_for_the_same_inputs(copy, full_rel
     caplog.clear()
     parity = _check(verify(copy, against=full_release), "parity")
     assert "computing the reference again" in caplog.text
-    assert "computed early is for these inputs" not in caplog.text
+    assert "the worker computed the reference" not in caplog.text
     assert parity.status == "fail" and parity.data["diverges_at"] == "layer_0"
     assert not _workers()
 

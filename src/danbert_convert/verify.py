@@ -162,6 +162,7 @@ class _State:
         self.fast: Any = None
         self.digests: dict[str, Future[str]] = {}
         self.early: Future[_Early | None] | None = None
+        self.waiting = threading.Event()  # parity waits for the worker, which may use all cores
         self._source: Source | None = None
         self._source_error: Exception | None = None
         self._stop = threading.Event()
@@ -688,13 +689,16 @@ class _Stopped(Exception):
 
 
 def _source_reader(
-    ckpt: Any, stop: Callable[[], bool] | None = None
+    ckpt: Any, before: Callable[[], None] | None = None
 ) -> Callable[[str], np.ndarray]:
-    """ckpt.read as float64, refusing a variable that is not floating point or not finite."""
+    """ckpt.read as float64, refusing a variable that is not floating point or not finite.
+
+    `before` is called before each variable is read (the worker's chance to stop).
+    """
 
     def get(name: str) -> np.ndarray:
-        if stop is not None and stop():
-            raise _Stopped
+        if before is not None:
+            before()
         value = ckpt.read(name)
         if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
             raise InputError(f"{ckpt.prefix}: variable {name} is {value.dtype.name}, "
@@ -804,11 +808,11 @@ def _reference(
     source: Source,
     batch: dict[str, np.ndarray],
     act: str,
-    stop: Callable[[], bool] | None = None,
+    before: Callable[[], None] | None = None,
 ) -> Outputs:
     """The numpy reference forward pass over the source's variables, in float64."""
     names = ckpt.variables()
-    return forward(_source_reader(ckpt, stop), source.config, batch["input_ids"],
+    return forward(_source_reader(ckpt, before), source.config, batch["input_ids"],
                    batch["token_type_ids"], batch["attention_mask"], hidden_act=act,
                    has=names.__contains__)  # fmt: skip
 
@@ -841,11 +845,11 @@ class _Early:
 
     batch: dict[str, np.ndarray]
     outputs: Outputs | None = None
-    error: Exception | None = None
+    error: Exception | None = None  # what the forward pass raised
 
 
 def _early_reference(st: _State, source: Source, reader: str) -> _Early | None:
-    """The parity reference, computed on the worker thread from tokenizer.json's inputs.
+    """Parity's reference, computed on the worker thread from tokenizer.json's inputs.
 
     Anything amiss before the forward pass is left for the checks to find (None); what the
     forward pass raises is kept, to be raised again where parity would have raised it.
@@ -860,31 +864,51 @@ def _early_reference(st: _State, source: Source, reader: str) -> _Early | None:
     except Exception:  # noqa: BLE001 - the checks report it, in their order
         return None
     early = _Early(batch)
+    blas = _BlasThreads()
+
+    def before() -> None:
+        if st.stopped():
+            raise _Stopped
+        if st.waiting.is_set():
+            blas.restore()
+
     try:
-        with _one_blas_thread():
-            early.outputs = _reference(ckpt, source, batch, act, st.stopped)
+        blas.limit()
+        early.outputs = _reference(ckpt, source, batch, act, before)
     except _Stopped:
         return None
     except Exception as e:  # noqa: BLE001 - raised again by parity, if it uses this
         early.error = e.with_traceback(None)  # its frames hold the arrays read so far
     finally:
+        blas.restore()
         ckpt.close()
         _trim_heap()
     return early
 
 
-def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
-    """numpy's BLAS on one thread, while the main thread keeps the other core busy.
+class _BlasThreads:
+    """numpy's BLAS on one thread while the worker shares the machine with the main thread.
 
-    With two, the worker's two BLAS threads and the main thread are three on two cores:
-    every matrix product then waits, spinning, for whichever is descheduled (3 to 6 s of
-    CPU lost on BERT-base, slower than no worker at all on a loaded machine).
+    With more, the worker's BLAS threads and the main thread outnumber the cores: every
+    matrix product then waits, spinning, for whichever is descheduled (3 to 6 s of CPU lost
+    on BERT-base; slower than no worker at all on a loaded machine). Once parity waits for
+    the worker, the main thread is idle and the limit is lifted.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # an environment installed before verify needed it
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+
+    def __init__(self) -> None:
+        self._limits: Any = None
+
+    def limit(self) -> None:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # an environment installed before verify needed it
+            return
+        self._limits = threadpool_limits(limits=1, user_api="blas")
+
+    def restore(self) -> None:
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
 
 
 def _trim_heap() -> None:
@@ -899,7 +923,8 @@ def _trim_heap() -> None:
 
 
 def _early_outputs(st: _State, batch: dict[str, np.ndarray]) -> Outputs | None:
-    """The early reference, if it was computed on `batch`; what it raised is raised here."""
+    """The worker's reference, if it was computed on `batch`; what it raised is raised here."""
+    st.waiting.set()
     early = st.early.result() if st.early is not None else None
     st.early = None  # its arrays are the caller's now, or garbage
     if early is None:
@@ -909,7 +934,7 @@ def _early_outputs(st: _State, batch: dict[str, np.ndarray]) -> Outputs | None:
     ):
         log.debug("parity: tokenizer.json alone gave other inputs; computing the reference again")
         return None
-    log.debug("parity: the reference computed early is for these inputs")
+    log.debug("parity: the worker computed the reference on these inputs")
     if early.error is not None:
         raise early.error
     return early.outputs
@@ -935,9 +960,7 @@ def _check_parity(st: _State, reader: str) -> Check:
         mismatch = _source_mismatch(ckpt, source, st.config)
         if mismatch:
             return Check("parity", FAIL, "source differs", mismatch)
-        ref = _early_outputs(st, batch)
-        if ref is None:
-            ref = _reference(ckpt, source, batch, expected_act)
+        ref = _early_outputs(st, batch) or _reference(ckpt, source, batch, expected_act)
     except InputError as e:
         return Check("parity", FAIL, "source", str(e))
     finally:
