@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_verify.py [--cache DIR] [--repeat N]
 
 Reuses (or first writes) the checkpoint of bench_convert.py, converts it once, then runs
-`danbert verify OUT --against SRC --json` in a fresh subprocess and prints its wall time
-(interpreter start, imports and every model load included) and peak RSS. Goal: <= 15 s.
+`python -m danbert_convert verify OUT --against SRC --json` (the package this interpreter
+imports) in a fresh subprocess and prints its wall time (interpreter start, imports and every
+model load included) and peak RSS. Goal: <= 15 s.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_convert import BIN, generate, run_child  # noqa: E402
+from bench_convert import generate, run_child  # noqa: E402
 
 GOAL_SECONDS = 15.0
+# The package as this interpreter imports it (PYTHONPATH=src for a worktree), not the venv's
+# `danbert` script, which runs whatever tree the venv was installed from.
+CLI = (sys.executable, "-m", "danbert_convert")
 
 
 def main() -> None:
@@ -33,8 +37,8 @@ def main() -> None:
     out = args.cache / "bert-base-converted"
     if not (out / "danbert-manifest.json").is_file():
         shutil.rmtree(out, ignore_errors=True)
-        subprocess.run([str(BIN / "danbert"), "-q", "convert", str(src), str(out)], check=True)
-    argv = [str(BIN / "danbert"), "-q", "verify", str(out), "--against", str(src), "--json"]
+        subprocess.run([*CLI, "-q", "convert", str(src), str(out)], check=True)
+    argv = [*CLI, "-q", "verify", str(out), "--against", str(src), "--json"]
     runs = []
     for _ in range(args.repeat):
         r = run_child(argv)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -765,3 +767,37 @@ def test_no_recorded_source_root_needs_against(copy, full_release):
     parity = _check(verify(copy), "parity")
     assert parity.status == "skip" and "--against" in parity.detail
     assert _check(verify(copy, against=full_release), "parity").status == "pass"
+
+
+# --- the reference computed on a worker thread (issue 11) -----------------------------------
+
+
+def _workers() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("danbert-verify")]
+
+
+def test_parity_uses_the_workers_reference_only_for_the_same_inputs(copy, full_release, caplog):
+    """A worker thread computes the reference on inputs from tokenizer.json alone while
+    transformers loads; parity uses it only if AutoTokenizer gives the model the same inputs,
+    and otherwise computes its own, which catches a fault as well."""
+    caplog.set_level(logging.DEBUG, logger="danbert_convert.verify")
+    assert _check(verify(copy), "parity").status == "pass"
+    assert "the worker computed the reference on these inputs" in caplog.text
+    assert not _workers()
+    # AutoTokenizer follows tokenizer_config.json, tokenizer.json alone does not: other ids.
+    _edit_json(copy / "tokenizer_config.json", lambda c: c.update(do_lower_case=False))
+    _edit_weights(copy, _bump("bert.encoder.layer.0.output.dense.weight"))
+    _drop_manifest(copy)
+    caplog.clear()
+    parity = _check(verify(copy, against=full_release), "parity")
+    assert "computing the reference again" in caplog.text
+    assert "the worker computed the reference" not in caplog.text
+    assert parity.status == "fail" and parity.data["diverges_at"] == "layer_0"
+    assert not _workers()
+
+
+def test_worker_ends_with_verify_when_checks_fail_early(copy):
+    (copy / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    report = verify(copy)
+    assert _statuses(report)["parity"] == "skip"
+    assert not _workers()

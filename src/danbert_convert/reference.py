@@ -102,6 +102,15 @@ def variable_shapes(config: dict, has: Callable[[str], bool]) -> dict[str, tuple
     return shapes
 
 
+def _matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w for x of any rank, as one 2-D product.
+
+    numpy multiplies a stack of matrices one at a time: 1.3x slower for BERT-base's
+    [4, 64, 768] @ [768, 3072] than one [256, 768] @ [768, 3072].
+    """
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(*x.shape[:-1], w.shape[-1])
+
+
 def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
@@ -129,7 +138,7 @@ def forward(
     batch, seq = input_ids.shape
 
     def dense(x: np.ndarray, prefix: str) -> np.ndarray:
-        return x @ w(f"{prefix}/kernel") + w(f"{prefix}/bias")
+        return _matmul(x, w(f"{prefix}/kernel")) + w(f"{prefix}/bias")
 
     def ln(x: np.ndarray, prefix: str) -> np.ndarray:
         return _layer_norm(x, w(f"{prefix}/LayerNorm/gamma"), w(f"{prefix}/LayerNorm/beta"), eps)
@@ -169,7 +178,7 @@ def forward(
     mlm = nsp = None
     if has("cls/predictions/output_bias"):
         t = ln(act(dense(x, "cls/predictions/transform/dense")), "cls/predictions/transform")
-        mlm = t @ words.T + w("cls/predictions/output_bias")
+        mlm = _matmul(t, words.T) + w("cls/predictions/output_bias")
     if has("cls/seq_relationship/output_weights") and pooled is not None:
         nsp = pooled @ w("cls/seq_relationship/output_weights").T + w(
             "cls/seq_relationship/output_bias"
@@ -178,5 +187,5 @@ def forward(
     if has("output_weights") and pooled is not None:
         classifier = pooled @ w("output_weights").T + w("output_bias")
     if has("cls/squad/output_weights"):
-        squad = x @ w("cls/squad/output_weights").T + w("cls/squad/output_bias")
+        squad = _matmul(x, w("cls/squad/output_weights").T) + w("cls/squad/output_bias")
     return Outputs(x, pooled, mlm, nsp, classifier, squad, states)

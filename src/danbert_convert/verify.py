@@ -7,11 +7,16 @@ smoke test.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import os
+import sys
+import threading
 import unicodedata
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,7 +27,7 @@ import numpy as np
 from danbert_convert._fs import sha256_file
 from danbert_convert.checkpoint import count_nonfinite, open_checkpoint
 from danbert_convert.errors import InputError, VerifyError, one_line
-from danbert_convert.reference import ACTIVATIONS, forward, variable_shapes
+from danbert_convert.reference import ACTIVATIONS, Outputs, forward, variable_shapes
 from danbert_convert.source import (
     REQUIRED_CONFIG_KEYS,
     Source,
@@ -142,7 +147,14 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
 
 
 class _State:
-    """What the checks load once and share."""
+    """What the checks load once and share, and the work begun for them on a second thread.
+
+    Importing torch and transformers and loading the model keep one core busy for seconds;
+    meanwhile a worker thread hashes the weight files and computes the parity reference
+    (numpy, BLAS). The checks still decide everything, in their order: the files check waits
+    for the digests, and parity uses the early reference only if it was computed on the
+    inputs parity gives the model.
+    """
 
     def __init__(self, out: Path) -> None:
         self.out = out
@@ -150,6 +162,41 @@ class _State:
         self.config: Any = None
         self.model: Any = None
         self.fast: Any = None
+        self.digests: dict[str, Future[str]] = {}
+        self.early: Future[_Early | None] | None = None
+        self.waiting = threading.Event()  # parity waits for the worker, which may use all cores
+        self._source: Source | None = None
+        self._source_error: Exception | None = None
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self, against: Path | None, reader: str) -> None:
+        """Find the source; begin hashing the recorded weight files and the reference."""
+        try:
+            self._source = _find_source(self, against)
+        except Exception as e:  # noqa: BLE001 - parity reports it, in its turn
+            self._source_error = e
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="danbert-verify")
+        for name in (self.manifest or {}).get("outputs", {}):
+            if name in (WEIGHTS_NAME, BIN_NAME) and (self.out / name).is_file():
+                self.digests[name] = self._pool.submit(sha256_file, self.out / name)
+        if self._source is not None and reader != "tf":  # TensorFlow: main thread only
+            self.early = self._pool.submit(_early_reference, self, self._source, reader)
+
+    def source(self) -> Source | None:
+        """The source checkpoint for parity (None: none given or recorded), or its error."""
+        if self._source_error is not None:
+            raise self._source_error
+        return self._source
+
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """Stop the worker (the reference at its next variable) and wait for it."""
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def verify(
@@ -165,26 +212,29 @@ def verify(
     if not out.is_dir():
         raise InputError(f"{out}: not a folder")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
     st = _State(out)
     report = Report(out)
-    # Their load reports and bars would drown the table; our checks read the loading info.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     try:
-        _run_checks(st, report, against, reader, expect, sentences)
+        st.start(against, reader)
+        from transformers.utils import logging as hf_logging
+
+        # Their load reports and bars would drown the table; our checks read the loading info.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            _run_checks(st, report, reader, expect, sentences)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
     finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+        st.close()
     return report
 
 
 def _run_checks(
     st: _State,
     report: Report,
-    against: Path | None,
     reader: str,
     expect: str | None,
     sentences: tuple[str, ...] | None,
@@ -193,7 +243,7 @@ def _run_checks(
         ("files", _check_files),
         ("weights", _check_weights),
         ("tokenizer", _check_tokenizer),
-        ("parity", lambda s: _check_parity(s, against, reader)),
+        ("parity", lambda s: _check_parity(s, reader)),
         ("fill-mask", lambda s: _check_smoke(s, expect, sentences or SMOKE_SENTENCES)),
     )
     for name, step in steps:
@@ -229,12 +279,19 @@ def _check_files(st: _State) -> Check:
         for name, digest in st.manifest.get("outputs", {}).items():
             if name not in (WEIGHTS_NAME, BIN_NAME):
                 continue
-            if (st.out / name).is_file() and sha256_file(st.out / name) != digest:
+            if (st.out / name).is_file() and _digest(st, name) != digest:
                 return Check(
                     "files", FAIL, name, f"{name} changed since conversion (SHA-256 differs)"
                 )
     n = sum(1 for _ in st.out.iterdir())
     return Check("files", PASS, f"{n} files", "config loads as BertConfig")
+
+
+def _digest(st: _State, name: str) -> str:
+    """SHA-256 of a weights file: the worker's, if it hashed it."""
+    if name in st.digests:
+        return st.digests[name].result()
+    return sha256_file(st.out / name)
 
 
 def _weight_shapes(out: Path) -> tuple[str, dict[str, tuple[int, ...]]]:
@@ -675,10 +732,21 @@ def _batch(fast: Any, lines: list[str], max_len: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _source_reader(ckpt: Any) -> Callable[[str], np.ndarray]:
-    """ckpt.read as float64, refusing a variable that is not floating point or not finite."""
+class _Stopped(Exception):
+    """verify ended before the early reference did."""
+
+
+def _source_reader(
+    ckpt: Any, before: Callable[[], None] | None = None
+) -> Callable[[str], np.ndarray]:
+    """ckpt.read as float64, refusing a variable that is not floating point or not finite.
+
+    `before` is called before each variable is read (the worker's chance to stop).
+    """
 
     def get(name: str) -> np.ndarray:
+        if before is not None:
+            before()
         value = ckpt.read(name)
         if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
             raise InputError(f"{ckpt.prefix}: variable {name} is {value.dtype.name}, "
@@ -747,25 +815,24 @@ def _model_outputs(model: Any, batch: dict[str, np.ndarray]) -> dict[str, Any]:
     """Every output the model has, and its hidden states ("layers"), computed in float64."""
     import torch
 
-    dtype = model.dtype
-    model.double()  # stored values widen exactly; float32's rounding would hide small faults
-    try:
-        with torch.no_grad():
-            tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
-            base = model.base_model(**tensors, output_hidden_states=True)
-            seq, pooled = base.last_hidden_state, getattr(base, "pooler_output", None)
-            got: dict[str, Any] = {"sequence": seq, "pooled": pooled}
-            heads = getattr(model, "cls", None)
-            if heads is not None and hasattr(heads, "predictions"):
-                got["mlm"] = heads.predictions(seq)
-            if heads is not None and hasattr(heads, "seq_relationship") and pooled is not None:
-                got["nsp"] = heads.seq_relationship(pooled)
-            if hasattr(model, "classifier") and pooled is not None:
-                got["classifier"] = model.classifier(pooled)
-            if hasattr(model, "qa_outputs"):
-                got["squad"] = model.qa_outputs(seq)
-    finally:
-        model.to(dtype)
+    # Stored values widen exactly; float32's rounding would hide small faults. The model stays
+    # in float64: nothing after parity computes with it (fill-mask loads its own), and
+    # narrowing it back would cost as much as widening.
+    model.double()
+    with torch.no_grad():
+        tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
+        base = model.base_model(**tensors, output_hidden_states=True)
+        seq, pooled = base.last_hidden_state, getattr(base, "pooler_output", None)
+        got: dict[str, Any] = {"sequence": seq, "pooled": pooled}
+        heads = getattr(model, "cls", None)
+        if heads is not None and hasattr(heads, "predictions"):
+            got["mlm"] = heads.predictions(seq)
+        if heads is not None and hasattr(heads, "seq_relationship") and pooled is not None:
+            got["nsp"] = heads.seq_relationship(pooled)
+        if hasattr(model, "classifier") and pooled is not None:
+            got["classifier"] = model.classifier(pooled)
+        if hasattr(model, "qa_outputs"):
+            got["squad"] = model.qa_outputs(seq)
     if model.base_model.pooler is None:
         got.pop("pooled")  # the checkpoint's pooler was left out, on purpose, with the class
     got = {k: None if v is None else v.numpy() for k, v in got.items()}
@@ -777,19 +844,161 @@ def _layer_name(i: int) -> str:
     return "embeddings" if i == 0 else f"layer_{i - 1}"
 
 
-def _check_parity(st: _State, against: Path | None, reader: str) -> Check:
+def _expected_act(st: _State, source: Source) -> str:
+    """The activation the conversion recorded, else the one the source's config names."""
+    if st.manifest and st.manifest.get("settings", {}).get("hidden_act"):
+        return str(st.manifest["settings"]["hidden_act"])
+    return str(source.config.get("hidden_act", "gelu"))
+
+
+def _reference(
+    ckpt: Any,
+    source: Source,
+    batch: dict[str, np.ndarray],
+    act: str,
+    before: Callable[[], None] | None = None,
+) -> Outputs:
+    """The numpy reference forward pass over the source's variables, in float64."""
+    names = ckpt.variables()
+    return forward(_source_reader(ckpt, before), source.config, batch["input_ids"],
+                   batch["token_type_ids"], batch["attention_mask"], hidden_act=act,
+                   has=names.__contains__)  # fmt: skip
+
+
+class _TokenizerJson:
+    """tokenizer.json through the tokenizers library alone, called as _batch calls a tokenizer.
+
+    Gives the early reference its inputs before transformers is imported; parity uses that
+    reference only if the folder's AutoTokenizer gives the same inputs.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(path))
+        self._tok.no_padding()
+        self.pad_token_id = self._tok.token_to_id("[PAD]")
+
+    def __call__(self, a: str, b: str | None = None, *, truncation: bool,
+                 max_length: int) -> dict[str, list[int]]:  # fmt: skip
+        self._tok.enable_truncation(max_length)
+        enc = self._tok.encode(a, b)
+        return {"input_ids": enc.ids, "token_type_ids": enc.type_ids,
+                "attention_mask": enc.attention_mask}  # fmt: skip
+
+
+@dataclass
+class _Early:
+    """The reference computed on the worker thread, and the inputs it was computed on."""
+
+    batch: dict[str, np.ndarray]
+    outputs: Outputs | None = None
+    error: Exception | None = None  # what the forward pass raised
+
+
+def _early_reference(st: _State, source: Source, reader: str) -> _Early | None:
+    """Parity's reference, computed on the worker thread from tokenizer.json's inputs.
+
+    Anything amiss before the forward pass is left for the checks to find (None); what the
+    forward pass raises is kept, to be raised again where parity would have raised it.
+    """
+    try:
+        limit = int(read_config(st.out / "config.json")["max_position_embeddings"])
+        batch = _batch(_TokenizerJson(st.out / "tokenizer.json"), danish_sample(), min(64, limit))
+        act = _expected_act(st, source)
+        if act not in ACTIVATIONS:
+            return None
+        ckpt = open_checkpoint(source.checkpoint, reader)
+    except Exception:  # noqa: BLE001 - the checks report it, in their order
+        return None
+    early = _Early(batch)
+    blas = _BlasThreads()
+
+    def before() -> None:
+        if st.stopped():
+            raise _Stopped
+        if st.waiting.is_set():
+            blas.restore()
+
+    try:
+        blas.limit()
+        early.outputs = _reference(ckpt, source, batch, act, before)
+    except _Stopped:
+        return None
+    except Exception as e:  # noqa: BLE001 - raised again by parity, if it uses this
+        early.error = e.with_traceback(None)  # its frames hold the arrays read so far
+    finally:
+        blas.restore()
+        ckpt.close()
+        _trim_heap()
+    return early
+
+
+class _BlasThreads:
+    """numpy's BLAS on one thread while the worker shares the machine with the main thread.
+
+    With more, the worker's BLAS threads and the main thread outnumber the cores: every
+    matrix product then waits, spinning, for whichever is descheduled (3 to 6 s of CPU lost
+    on BERT-base; slower than no worker at all on a loaded machine). Once parity waits for
+    the worker, the main thread is idle and the limit is lifted.
+    """
+
+    def __init__(self) -> None:
+        self._limits: Any = None
+
+    def limit(self) -> None:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # an environment installed before verify needed it
+            return
+        self._limits = threadpool_limits(limits=1, user_api="blas")
+
+    def restore(self) -> None:
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
+
+
+def _trim_heap() -> None:
+    """Hand the heap memory this thread freed back to the system (glibc only).
+
+    glibc keeps it in the thread's own arena, where the main thread's later allocations (the
+    float64 model) cannot reuse it: without this verify's peak RSS grew by about 60 MB.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # another C library
+            ctypes.CDLL(None).malloc_trim(0)
+
+
+def _early_outputs(st: _State, batch: dict[str, np.ndarray]) -> Outputs | None:
+    """The worker's reference, if it was computed on `batch`; what it raised is raised here."""
+    st.waiting.set()
+    early = st.early.result() if st.early is not None else None
+    st.early = None  # its arrays are the caller's now, or garbage
+    if early is None:
+        return None
+    if early.batch.keys() != batch.keys() or not all(
+        np.array_equal(early.batch[k], batch[k]) for k in batch
+    ):
+        log.debug("parity: tokenizer.json alone gave other inputs; computing the reference again")
+        return None
+    log.debug("parity: the worker computed the reference on these inputs")
+    if early.error is not None:
+        raise early.error
+    return early.outputs
+
+
+def _check_parity(st: _State, reader: str) -> Check:
     if st.model is None or st.fast is None:
         return Check("parity", SKIP, detail="model or tokenizer did not load")
     try:
-        source = _find_source(st, against)
+        source = st.source()
     except InputError as e:
         return Check("parity", FAIL, "", str(e))
     if source is None:
         return Check("parity", SKIP, detail="no source: pass --against SRC")
 
-    expected_act = source.config.get("hidden_act", "gelu")
-    if st.manifest and st.manifest.get("settings", {}).get("hidden_act"):
-        expected_act = st.manifest["settings"]["hidden_act"]
+    expected_act = _expected_act(st, source)
     if expected_act not in ACTIVATIONS:
         return Check("parity", FAIL, "", f"unsupported hidden_act {expected_act!r}")
     actual_act = st.config.hidden_act
@@ -799,10 +1008,7 @@ def _check_parity(st: _State, against: Path | None, reader: str) -> Check:
         mismatch = _source_mismatch(ckpt, source, st.config)
         if mismatch:
             return Check("parity", FAIL, "source differs", mismatch)
-        names = ckpt.variables()
-        ref = forward(_source_reader(ckpt), source.config, batch["input_ids"],
-                      batch["token_type_ids"], batch["attention_mask"], hidden_act=expected_act,
-                      has=names.__contains__)  # fmt: skip
+        ref = _early_outputs(st, batch) or _reference(ckpt, source, batch, expected_act)
     except InputError as e:
         return Check("parity", FAIL, "source", str(e))
     finally:
