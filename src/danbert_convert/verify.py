@@ -868,7 +868,7 @@ def _reference(
 class _TokenizerJson:
     """tokenizer.json through the tokenizers library alone, called as _batch calls a tokenizer.
 
-    Gives the early reference its inputs before transformers is imported; parity uses that
+    Gives the worker's reference its inputs before transformers is imported; parity uses that
     reference only if the folder's AutoTokenizer gives the same inputs.
     """
 
@@ -938,7 +938,7 @@ class _BlasThreads:
     """numpy's BLAS on one thread while the worker shares the machine with the main thread.
 
     With more, the worker's BLAS threads and the main thread outnumber the cores: every
-    matrix product then waits, spinning, for whichever is descheduled (3 to 6 s of CPU lost
+    matrix product then waits, spinning, for whichever is descheduled (2 to 6 s of CPU lost
     on BERT-base; slower than no worker at all on a loaded machine). Once parity waits for
     the worker, the main thread is idle and the limit is lifted.
     """
