@@ -72,7 +72,7 @@ def main() -> None:
     from tokenizers import Tokenizer, normalizers
     from transformers import AutoConfig
 
-    from danbert_convert import verify as v
+    from danbert_convert.stages import verify as v
 
     vocab = danish_vocab()
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@
 For checkpoints with normal weights of each --std (written by TensorFlow, converted by
 danbert), tiny (hidden 16, 2 layers) and with --base also BERT-base-shaped (hidden 768,
 12 layers, vocab 32000), this runs verify's own reference and comparison
-(danbert_convert.verify.compare) on the converted model, then on copies broken the ways
+(danbert_convert.stages.verify.compare) on the converted model, then on copies broken the ways
 parity must catch: one weight +0.05, a square kernel left untransposed, query and key
 swapped, a LayerNorm's gamma and beta swapped, and a head-only weight +0.05.
 
@@ -46,7 +46,7 @@ BASE_CONFIG = {
 
 def _vocab(size: int) -> list[str]:
     """The tests' vocab plus the sample's words, so that the Danish inputs hit real rows."""
-    from danbert_convert.verify import danish_sample
+    from danbert_convert.stages.verify import danish_sample
 
     words = re.findall(r"\w+", " ".join(danish_sample()).lower())
     vocab = list(dict.fromkeys([*VOCAB, *words]))
@@ -123,10 +123,10 @@ def measure(src: Path, out: Path) -> None:
     from transformers import AutoTokenizer, BertForPreTraining
 
     from danbert_convert.checkpoint import open_checkpoint
-    from danbert_convert.convert import convert
     from danbert_convert.reference import forward
     from danbert_convert.source import discover
-    from danbert_convert.verify import (
+    from danbert_convert.stages.convert import convert
+    from danbert_convert.stages.verify import (
         PARITY_ATOL,
         PARITY_RTOL,
         _batch,

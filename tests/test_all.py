@@ -13,9 +13,9 @@ from httpserver import Behaviour, Server
 from zips import zip_folder
 
 from danbert_convert.cli import cli
-from danbert_convert.convert import convert
 from danbert_convert.errors import InputError, OutputExistsError
-from danbert_convert.workflow import public_url, run_all
+from danbert_convert.stages.convert import convert
+from danbert_convert.stages.workflow import public_url, run_all
 
 pytestmark = pytest.mark.usefixtures("local_network")
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from httpserver import Behaviour, Server
 
 from danbert_convert.cli import cli
-from danbert_convert.fetch import fetch
+from danbert_convert.stages.fetch import fetch
 from danbert_convert.writer import MANIFEST_NAME
 
 pytestmark = pytest.mark.usefixtures("local_network")
@@ -194,8 +194,9 @@ def test_fetch_json_interrupted(tmp_path):
 
 
 HEAVY = ("numpy", "requests", "tqdm", "tokenizers", "torch", "transformers", "tensorflow",
-         "danbert_convert.fetch", "danbert_convert.convert", "danbert_convert.checkpoint",
-         "danbert_convert.verify", "danbert_convert.workflow")  # fmt: skip
+         "danbert_convert.stages.fetch", "danbert_convert.stages.convert",
+         "danbert_convert.checkpoint", "danbert_convert.stages.verify",
+         "danbert_convert.stages.workflow")  # fmt: skip
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["models"], ["convert", "--help"]])

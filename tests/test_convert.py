@@ -20,8 +20,8 @@ from tfckpt import TINY_CONFIG, VOCAB, bert_variables, save_tf1_checkpoint, with
 
 from danbert_convert._fs import sha256_file
 from danbert_convert.cli import cli
-from danbert_convert.convert import convert
 from danbert_convert.errors import InputError, OutputExistsError
+from danbert_convert.stages.convert import convert
 
 TOL = 1e-5
 
@@ -355,7 +355,7 @@ def test_interrupt_mid_write_leaves_nothing(full_release, tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return real(t, value)
 
-    monkeypatch.setattr("danbert_convert.convert.transform", interrupting)
+    monkeypatch.setattr("danbert_convert.stages.convert.transform", interrupting)
     with pytest.raises(KeyboardInterrupt):
         convert(full_release, tmp_path / "out", reader="tensorflow")
     assert len(calls) == 5
@@ -467,7 +467,7 @@ def test_cli_interrupt_exits_130(full_release, tmp_path, monkeypatch):
     def interrupting(t, value):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("danbert_convert.convert.transform", interrupting)
+    monkeypatch.setattr("danbert_convert.stages.convert.transform", interrupting)
     r = CliRunner().invoke(cli, ["convert", str(full_release), str(tmp_path / "out")])
     assert r.exit_code == 130 and "interrupted" in r.output
     assert list(tmp_path.iterdir()) == []
@@ -821,7 +821,7 @@ def test_reuse_freed_memory_spares_the_page_faults_of_fresh_buffers():
     script = (
         "import collections, resource, sys\n"
         "import numpy as np\n"
-        "from danbert_convert.convert import reuse_freed_memory\n"
+        "from danbert_convert.stages.convert import reuse_freed_memory\n"
         "if sys.argv[1] == 'tuned':\n"
         "    reuse_freed_memory()\n"
         "held = collections.deque(maxlen=3)\n"

@@ -25,10 +25,10 @@ from click.testing import CliRunner
 from httpserver import Behaviour, Server
 from zips import zip_folder
 
-from danbert_convert import fetch as fetch_mod
 from danbert_convert.cli import cli
 from danbert_convert.errors import DownloadError, InputError
-from danbert_convert.fetch import download, fetch, filename_from_url
+from danbert_convert.stages import fetch as fetch_mod
+from danbert_convert.stages.fetch import download, fetch, filename_from_url
 
 FAST = {"backoff": 0.001, "max_backoff": 0.01, "timeout": (2.0, 2.0)}
 NAME = "danish_bert_uncased_v2"

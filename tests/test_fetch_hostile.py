@@ -49,7 +49,7 @@ def test_body_without_length_over_the_limit_is_refused(
     """No Content-Length and no end in sight: once past the size cap, stop and keep nothing
     (it filled 58 GB of disk before)."""
     from danbert_convert.errors import DownloadError
-    from danbert_convert.fetch import fetch
+    from danbert_convert.stages.fetch import fetch
 
     url = server.route("/r.zip", Behaviour(body=release_zip, no_length=True))
     limit = len(release_zip) // 2
@@ -69,7 +69,7 @@ def test_announced_size_over_the_limit_is_refused_before_the_body(
     server: Server, release_zip: bytes, tmp_path: Path
 ) -> None:
     from danbert_convert.errors import DownloadError
-    from danbert_convert.fetch import fetch
+    from danbert_convert.stages.fetch import fetch
 
     url = server.route("/r.zip", Behaviour(body=release_zip))
     limit = len(release_zip) - 1

@@ -18,7 +18,7 @@ from tfckpt import TINY_CONFIG, bert_variables, with_training_state
 
 from danbert_convert.checkpoint import TensorFlowReader
 from danbert_convert.cli import cli
-from danbert_convert.convert import convert
+from danbert_convert.stages.convert import convert
 
 WORDS = "bert/embeddings/word_embeddings"
 
@@ -77,7 +77,7 @@ def test_mixed_precision_weights_load_without_rounding(release, tmp_path, reader
     import torch
     from transformers import BertForPreTraining
 
-    from danbert_convert.verify import verify
+    from danbert_convert.stages.verify import verify
 
     v = {k: a.astype(np.float16) if k.startswith("bert/") else a
          for k, a in bert_variables(TINY_CONFIG).items()}  # fmt: skip

@@ -578,7 +578,7 @@ def test_convert_imports_neither_tensorflow_nor_torch(full_release: Path, tmp_pa
     code = textwrap.dedent(
         f"""
         import json, sys
-        from danbert_convert.convert import convert
+        from danbert_convert.stages.convert import convert
         result = convert({str(full_release)!r}, {str(tmp_path / "out")!r}, progress=False)
         print(json.dumps({{"tensors": result.tensors, "modules": sorted(sys.modules)}}))
         """

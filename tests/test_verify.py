@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from tfckpt import TINY_CONFIG, VOCAB
 
 from danbert_convert.cli import cli
-from danbert_convert.convert import convert
 from danbert_convert.errors import InputError
-from danbert_convert.verify import PARITY_ATOL, PARITY_RTOL, danish_sample, verify
+from danbert_convert.stages.convert import convert
+from danbert_convert.stages.verify import PARITY_ATOL, PARITY_RTOL, danish_sample, verify
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Like Google's English uncased vocab: no accented letter (so convert strips accents), an ℝ
@@ -315,8 +315,8 @@ def test_missing_special_tokens_map(copy):
 
 
 def test_convert_and_reference_know_the_same_activations():
-    from danbert_convert.convert import HIDDEN_ACTS
     from danbert_convert.reference import ACTIVATIONS
+    from danbert_convert.stages.convert import HIDDEN_ACTS
 
     assert set(HIDDEN_ACTS) == set(ACTIVATIONS)
 
@@ -780,7 +780,7 @@ def test_parity_uses_the_workers_reference_only_for_the_same_inputs(copy, full_r
     """A worker thread computes the reference on inputs from tokenizer.json alone while
     transformers loads; parity uses it only if AutoTokenizer gives the model the same inputs,
     and otherwise computes its own, which catches a fault as well."""
-    caplog.set_level(logging.DEBUG, logger="danbert_convert.verify")
+    caplog.set_level(logging.DEBUG, logger="danbert_convert.stages.verify")
     assert _check(verify(copy), "parity").status == "pass"
     assert "the worker computed the reference on these inputs" in caplog.text
     assert not _workers()

@@ -58,7 +58,7 @@ def test_copy_converts_big_endian():
 def test_safetensors_layout_is_aligned_and_contiguous(release, tmp_path, heads, architecture):
     """8 + header length is a multiple of 8 (tensor data 8-byte aligned), the header is JSON,
     and the tensors tile the data section from 0 to the end of the file, in header order."""
-    from danbert_convert.convert import convert
+    from danbert_convert.stages.convert import convert
 
     names = {(): "noheads", ("mlm", "nsp"): "full"}
     src = release(names.get(heads, "-".join(heads)), heads=heads)

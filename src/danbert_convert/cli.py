@@ -177,7 +177,7 @@ def _check_sha256(value: str | None) -> str | None:
     """A malformed --sha256 is a usage error (exit 2), found before anything is downloaded."""
     if value is None:
         return None
-    from danbert_convert.fetch import check_sha256  # imported only when the option is given
+    from danbert_convert.stages.fetch import check_sha256  # imported only when the option is given
 
     try:
         return check_sha256(value)
@@ -239,8 +239,8 @@ def _timeouts(read: float) -> tuple[float, float]:
 @click.pass_context
 def convert(ctx: click.Context, src: Path, out: Path, fmt: str, **options: Any) -> None:
     """Convert the Google-BERT checkpoint folder SRC into the transformers model folder OUT."""
-    from danbert_convert.convert import convert as run
-    from danbert_convert.convert import reuse_freed_memory
+    from danbert_convert.stages.convert import convert as run
+    from danbert_convert.stages.convert import reuse_freed_memory
 
     reuse_freed_memory()
     result = run(src, out, format=fmt, progress=progress_enabled(ctx), **options)
@@ -304,7 +304,7 @@ def fetch_cmd(
     resumes when run again; an existing verified zip is not downloaded again.
     """
     _check_one_source(urls, from_path)
-    from danbert_convert.fetch import fetch
+    from danbert_convert.stages.fetch import fetch
 
     try:
         result = fetch(
@@ -355,7 +355,7 @@ def verify_cmd(
     as_json: bool,
 ) -> None:
     """Prove that the converted folder OUT loads and computes what the checkpoint computes."""
-    from danbert_convert.verify import verify
+    from danbert_convert.stages.verify import verify
 
     report = verify(out, against=against, reader=reader, expect=expect, sentences=sentences or None)
     if not as_json:
@@ -402,8 +402,8 @@ def all_cmd(
     A stage whose result is already present and valid is not redone.
     """
     _check_one_source(options["urls"], options["from_path"])
-    from danbert_convert.convert import reuse_freed_memory
-    from danbert_convert.workflow import run_all
+    from danbert_convert.stages.convert import reuse_freed_memory
+    from danbert_convert.stages.workflow import run_all
 
     reuse_freed_memory()
     fetch_options = {"retries": retries, "timeout": _timeouts(timeout)}
@@ -442,7 +442,7 @@ def inspect_cmd(src: Path, config: Path | None, vocab: Path | None, as_json: boo
     vocab: its tokens, letters, casing, the normalisation convert would choose and the tokens
     no text can produce. Reads only the .index file, so the data file need not be there.
     """
-    from danbert_convert.listing import format_listing, inspect_checkpoint
+    from danbert_convert.stages.inspect import format_listing, inspect_checkpoint
 
     listing = inspect_checkpoint(src, config=config, vocab=vocab)
     if as_json:

@@ -12,12 +12,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from danbert_convert._fs import sha256_file, write_json
-from danbert_convert.convert import convert
 from danbert_convert.defaults import DEFAULT_DEST
 from danbert_convert.errors import DanbertError
-from danbert_convert.fetch import FetchResult, fetch
 from danbert_convert.models import DEFAULT_MODEL
-from danbert_convert.verify import Report, read_manifest, verify
+from danbert_convert.stages.convert import convert
+from danbert_convert.stages.fetch import FetchResult, fetch
+from danbert_convert.stages.verify import Report, read_manifest, verify
 from danbert_convert.writer import MANIFEST_NAME, source_paths
 
 log = logging.getLogger(__name__)
