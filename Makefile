@@ -5,17 +5,20 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # A CPU build of torch; an unpinned torch resolves to a multi-GB CUDA build on Linux.
 TORCH_SPEC ?= torch==2.13.0
+# Where that build comes from, if not the default index (CI: PyTorch's CPU wheel index).
+TORCH_INDEX ?=
+TORCH_INSTALL = pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 # What running needs (`make install`, `make run`), then the rest for tests and lint.
 STAMP     := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev lint test run bench clean
+.PHONY: install install-dev lint test dist run bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m $(TORCH_INSTALL)
 	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
 
@@ -33,6 +36,23 @@ lint: install-dev
 
 test: install-dev lint
 	$(BIN)/pytest -q
+	$(MAKE) dist
+
+# What the package index would get, checked as a user would meet it: sdist and wheel built,
+# their metadata checked (twine), then the wheel (not the editable tree) installed into a new
+# venv that runs the whole pipeline on the bundled sample, offline.
+DIST_VENV ?= build/dist-venv
+dist: install-dev
+	rm -rf dist $(DIST_VENV)
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/twine check --strict dist/*
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m $(TORCH_INSTALL)
+	$(DIST_VENV)/bin/python -m pip install -q dist/*.whl
+	cd $(DIST_VENV) && bin/python -c "import danbert_convert, pathlib, sys; \
+	    p = pathlib.Path(danbert_convert.__file__).resolve(); \
+	    sys.exit(0 if pathlib.Path.cwd().resolve() in p.parents else f'imported from {p}')"
+	cd $(DIST_VENV) && bin/danbert --version && bin/danbert -q all danish-bert-sample --dest work --out model
 
 # The bundled sample release, offline, in seconds; the real one is `danbert all`.
 run: install
