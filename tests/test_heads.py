@@ -256,6 +256,11 @@ def test_all_keeps_a_fine_tuned_checkpoint_s_own_head(release, tmp_path):
     config = json.loads((tmp_path / "n" / "config.json").read_text())
     assert "id2label" not in config and "num_labels" not in config
     _load_cleanly("AutoModel", tmp_path / "n")
+    # The left-out head is not compared, nor sized by config.json's default of 2 labels.
+    report = verify(tmp_path / "n")
+    assert report.ok, report.table()
+    parity = next(c for c in report.checks if c.name == "parity")
+    assert set(parity.data["outputs"]) == {"sequence", "pooled"}
 
 
 def test_cli_heads_choice_and_summary(release, tmp_path):

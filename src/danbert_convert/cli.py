@@ -16,7 +16,7 @@ from danbert_convert import __version__
 from danbert_convert.defaults import (
     DEFAULT_DEST,
     FORMATS,
-    HEADS,
+    HEAD_SETTINGS,
     HIDDEN_ACTS,
     READERS,
     RETRIES,
@@ -177,9 +177,9 @@ hidden_act_option = click.option(
     help="Activation written to config.json (default: bert_config.json's).",
 )  # fmt: skip
 heads_option = click.option(
-    "--heads", type=click.Choice(HEADS), default="auto", show_default=True,
-    help="Output heads to write: the checkpoint's (auto), all of its class's (fail if one is "
-    "missing), only MLM (BertForMaskedLM), none (BertModel).",
+    "--heads", type=click.Choice(HEAD_SETTINGS), default="auto", show_default=True,
+    help="Heads to write: the checkpoint's (auto); MLM and next-sentence, failing if one is "
+    "missing (all); MLM only (mlm: BertForMaskedLM); none (BertModel).",
 )  # fmt: skip
 expect_option = click.option(
     "--expect", metavar="TOKEN", help="Fail unless TOKEN is in the first fill-mask top 5."

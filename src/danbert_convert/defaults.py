@@ -14,7 +14,7 @@ READERS = ("auto", "native", "tensorflow")
 FORMATS = ("safetensors", "bin", "both")
 """Weight files convert can write."""
 
-HEADS = ("auto", "all", "mlm", "none")
+HEAD_SETTINGS = ("auto", "all", "mlm", "none")
 """Which output heads convert writes: the checkpoint's (auto), every head of its class (all: a
 pre-training checkpoint needs MLM and next-sentence), the MLM head only (BertForMaskedLM) or
 none (BertModel)."""

@@ -2,7 +2,10 @@
 
 `TENSOR_MAP` is the whole name mapping. `plan()` checks a checkpoint's variables against it
 and against the config (coverage, shapes, layer count) before a single byte of weight data
-is read, and decides which transformers class the tensors make up.
+is read, and decides which transformers class the tensors make up. `HEADS` and
+`ARCHITECTURES` declare each head (its variables' group, the transformers module computing
+it) and which heads and pooler each class has: convert writes from them, verify compares
+what they say the class computes.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ TENSOR_MAP: tuple[Rule, ...] = (
 @dataclass(frozen=True)
 class Head:
     group: str  # the Rule.group of its variables
-    title: str  # for messages: "the masked-LM head"
+    title: str  # in messages, before "head": "masked-LM"
     module: str  # the transformers module that computes it, below the model root
     input: str  # what that module reads: "sequence" (every token) or "pooled" (the pooler's)
 
@@ -132,7 +135,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("BertModel", frozenset(), pooler=True, prefixed=False),
 )
 # The --heads choices that name one class, whatever heads the checkpoint has.
-HEAD_CHOICES = {"mlm": "BertForMaskedLM", "none": "BertModel"}
+CLASS_FOR_HEADS = {"mlm": "BertForMaskedLM", "none": "BertModel"}
 
 
 def architecture(name: str) -> Architecture | None:
@@ -225,17 +228,19 @@ def _choose_architecture(present: set[str], heads: str, where: str) -> Architect
     """The class to write for the checkpoint's head groups and the --heads choice.
 
     auto: the class with exactly those heads; all: the first whose heads include them; mlm,
-    none: the class named in HEAD_CHOICES. A head the class needs and the checkpoint lacks
+    none: the class named in CLASS_FOR_HEADS. A head the class needs and the checkpoint lacks
     altogether is a one-line error naming its variables.
     """
-    if heads in HEAD_CHOICES:
-        found = architecture(HEAD_CHOICES[heads])
+    if heads in CLASS_FOR_HEADS:
+        found = architecture(CLASS_FOR_HEADS[heads])
     elif heads == "auto":
         found = next((a for a in ARCHITECTURES if a.heads == present), None)
     elif heads == "all":
         found = next((a for a in ARCHITECTURES if a.heads >= present), None)
     else:
-        raise ValueError(f"heads must be auto, all or one of {sorted(HEAD_CHOICES)}, not {heads!r}")
+        raise ValueError(
+            f"heads must be auto, all or one of {sorted(CLASS_FOR_HEADS)}, not {heads!r}"
+        )
     if found is None:
         raise InputError(
             f"{where}: unsupported combination of output heads ({', '.join(sorted(present))})"
@@ -287,7 +292,7 @@ def plan(
 ) -> Plan:
     """Map every checkpoint variable, or fail with one line naming what is wrong.
 
-    `heads` chooses the class written (defaults.HEADS): auto, the one the checkpoint's heads
+    `heads` chooses the class written (defaults.HEAD_SETTINGS): auto, the one the checkpoint's heads
     make up; all, that class's every head (BertForPreTraining for a pre-training checkpoint);
     mlm, BertForMaskedLM; none, BertModel. What the class has no place for is skipped, with
     the reason.

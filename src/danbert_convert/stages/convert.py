@@ -30,7 +30,7 @@ from danbert_convert.checkpoint import (
     data_files,
     open_checkpoint,
 )
-from danbert_convert.defaults import FORMATS, HEADS, HIDDEN_ACTS
+from danbert_convert.defaults import FORMATS, HEAD_SETTINGS, HIDDEN_ACTS
 from danbert_convert.errors import InputError
 from danbert_convert.mapping import Plan, TensorPlan, plan
 from danbert_convert.source import Source, discover
@@ -128,7 +128,7 @@ def convert(
 ) -> ConvertResult:
     """Convert the release folder `src` into the model folder `out`.
 
-    `heads` (defaults.HEADS) chooses the class written: auto, the one the checkpoint's heads
+    `heads` (defaults.HEAD_SETTINGS) chooses the class written: auto, the one the checkpoint's heads
     make up; all, every head of it (a pre-training checkpoint must have MLM and next-sentence);
     mlm, BertForMaskedLM; none, BertModel. A head asked for and missing is an InputError; the
     weights left out are in the manifest's skipped list with the choice as their reason.
@@ -140,8 +140,8 @@ def convert(
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
-    if heads not in HEADS:
-        raise ValueError(f"heads must be one of {HEADS}, not {heads!r}")
+    if heads not in HEAD_SETTINGS:
+        raise ValueError(f"heads must be one of {HEAD_SETTINGS}, not {heads!r}")
     if hidden_act is not None and hidden_act not in HIDDEN_ACTS:
         raise InputError(f"--hidden-act {hidden_act!r}: choose from {', '.join(HIDDEN_ACTS)}")
     out = Path(out)

@@ -762,11 +762,14 @@ def _source_reader(
     return get
 
 
-def _source_mismatch(ckpt: Any, source: Source, config: Any) -> str | None:
-    """How the source checkpoint disagrees in size with the model, if it does (one line)."""
+def _source_mismatch(ckpt: Any, source: Source, config: Any, arch: Architecture) -> str | None:
+    """How the source checkpoint disagrees in size with the model, if it does (one line).
+
+    Heads the class leaves out (--heads) are not compared: config.json does not size them.
+    """
     model_cfg = {**config.to_dict(), "num_labels": config.num_labels}
     found = ckpt.variables()
-    for name, shape in variable_shapes(model_cfg, found.__contains__).items():
+    for name, shape in variable_shapes(model_cfg, _has(ckpt, arch)).items():
         if name not in found:
             return f"{ckpt.prefix}: no variable {name}, which the model has"
         if tuple(found[name].shape) != shape:
@@ -869,15 +872,15 @@ def _reference(
     class leaves out (--heads) is not compared. The table only says which outputs; how each
     is computed stays reference.py's own.
     """
-    names = ckpt.variables()
-    groups = arch.groups
-
-    def has(name: str) -> bool:
-        return name in names and group_of(name) in groups
-
     return forward(_source_reader(ckpt, before), source.config, batch["input_ids"],
                    batch["token_type_ids"], batch["attention_mask"], hidden_act=act,
-                   has=has)  # fmt: skip
+                   has=_has(ckpt, arch))  # fmt: skip
+
+
+def _has(ckpt: Any, arch: Architecture) -> Callable[[str], bool]:
+    """Whether the checkpoint holds a variable that the class `arch` uses."""
+    names, groups = ckpt.variables(), arch.groups
+    return lambda name: name in names and group_of(name) in groups
 
 
 class _TokenizerJson:
@@ -1031,7 +1034,7 @@ def _check_parity(st: _State, reader: str) -> Check:
     batch = _batch(st.fast, danish_sample(), min(64, int(st.config.max_position_embeddings)))
     ckpt = open_checkpoint(source.checkpoint, reader)
     try:
-        mismatch = _source_mismatch(ckpt, source, st.config)
+        mismatch = _source_mismatch(ckpt, source, st.config, arch)
         if mismatch:
             return Check("parity", FAIL, "source differs", mismatch)
         ref = _early_outputs(st, batch, arch) or _reference(ckpt, source, batch, expected_act, arch)
