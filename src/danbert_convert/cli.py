@@ -13,7 +13,15 @@ from typing import Any, TypeVar
 import click
 
 from danbert_convert import __version__
-from danbert_convert.defaults import DEFAULT_DEST, FORMATS, HIDDEN_ACTS, READERS, RETRIES, TIMEOUT
+from danbert_convert.defaults import (
+    DEFAULT_DEST,
+    FORMATS,
+    HEAD_SETTINGS,
+    HIDDEN_ACTS,
+    READERS,
+    RETRIES,
+    TIMEOUT,
+)
 from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError, VerifyError, one_line
 
 log = logging.getLogger("danbert_convert")
@@ -168,6 +176,11 @@ hidden_act_option = click.option(
     "--hidden-act", type=click.Choice(HIDDEN_ACTS),
     help="Activation written to config.json (default: bert_config.json's).",
 )  # fmt: skip
+heads_option = click.option(
+    "--heads", type=click.Choice(HEAD_SETTINGS), default="auto", show_default=True,
+    help="Heads to write: the checkpoint's (auto); MLM and next-sentence, failing if one is "
+    "missing (all); MLM only (mlm: BertForMaskedLM); none (BertModel).",
+)  # fmt: skip
 expect_option = click.option(
     "--expect", metavar="TOKEN", help="Fail unless TOKEN is in the first fill-mask top 5."
 )
@@ -224,6 +237,7 @@ def _timeouts(read: float) -> tuple[float, float]:
     "letters the vocab holds, e.g. keep Danish å).",
 )
 @hidden_act_option
+@heads_option
 @reader_option
 @click.option(
     "--ignore-unknown",
@@ -391,6 +405,7 @@ def verify_cmd(
 @source_options
 @reader_option
 @hidden_act_option
+@heads_option
 @expect_option
 @click.option("-f", "--force", is_flag=True, help="Redo every stage.")
 @click.pass_context

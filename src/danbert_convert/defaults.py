@@ -14,6 +14,11 @@ READERS = ("auto", "native", "tensorflow")
 FORMATS = ("safetensors", "bin", "both")
 """Weight files convert can write."""
 
+HEAD_SETTINGS = ("auto", "all", "mlm", "none")
+"""Which output heads convert writes: the checkpoint's (auto), every head of its class (all: a
+pre-training checkpoint needs MLM and next-sentence), the MLM head only (BertForMaskedLM) or
+none (BertModel)."""
+
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "tanh")
 """Activations transformers knows that a BERT checkpoint can sensibly be run with."""
 

@@ -2,7 +2,10 @@
 
 `TENSOR_MAP` is the whole name mapping. `plan()` checks a checkpoint's variables against it
 and against the config (coverage, shapes, layer count) before a single byte of weight data
-is read, and decides which transformers class the tensors make up.
+is read, and decides which transformers class the tensors make up. `HEADS` and
+`ARCHITECTURES` declare each head (its variables' group, the transformers module computing
+it) and which heads and pooler each class has: convert writes from them, verify compares
+what they say the class computes.
 """
 
 from __future__ import annotations
@@ -86,13 +89,43 @@ TENSOR_MAP: tuple[Rule, ...] = (
 
 
 @dataclass(frozen=True)
+class Head:
+    group: str  # the Rule.group of its variables
+    title: str  # in messages, before "head": "masked-LM"
+    module: str  # the transformers module that computes it, below the model root
+    input: str  # what that module reads: "sequence" (every token) or "pooled" (the pooler's)
+
+
+HEADS: tuple[Head, ...] = (
+    Head("mlm", "masked-LM", "cls.predictions", "sequence"),
+    Head("nsp", "next-sentence", "cls.seq_relationship", "pooled"),
+    Head("classifier", "classifier", "classifier", "pooled"),
+    Head("squad", "SQuAD span", "qa_outputs", "sequence"),
+)
+HEAD_GROUPS = {h.group: h for h in HEADS}
+
+
+@dataclass(frozen=True)
 class Architecture:
     name: str  # the transformers class, written to config.json `architectures`
-    heads: frozenset[str]  # head groups present in the checkpoint that select it
+    heads: frozenset[str]  # its head groups; in the checkpoint, they select it (--heads auto)
     pooler: bool  # whether the class has a pooler
     prefixed: bool = True  # whether parameter names keep the `bert.` prefix
 
+    @property
+    def groups(self) -> frozenset[str]:
+        """Every group of variables the class holds."""
+        return frozenset({"encoder", *self.heads, *(["pooler"] if self.pooler else [])})
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What it computes: the encoder's sequence, the pooled [CLS], each head's logits."""
+        heads = tuple(h.group for h in HEADS if h.group in self.heads)
+        return ("sequence", *(["pooled"] if self.pooler else []), *heads)
+
+
+# --heads all takes the first class whose heads include the checkpoint's: a pre-training
+# checkpoint must then have both of BertForPreTraining's, a fine-tuned one has its own.
 ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("BertForPreTraining", frozenset({"mlm", "nsp"}), pooler=True),
     Architecture("BertForMaskedLM", frozenset({"mlm"}), pooler=False),
@@ -101,6 +134,14 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("BertForQuestionAnswering", frozenset({"squad"}), pooler=False),
     Architecture("BertModel", frozenset(), pooler=True, prefixed=False),
 )
+# The --heads choices that name one class, whatever heads the checkpoint has.
+CLASS_FOR_HEADS = {"mlm": "BertForMaskedLM", "none": "BertModel"}
+
+
+def architecture(name: str) -> Architecture | None:
+    """The architecture of a transformers class name, if danbert writes that class."""
+    return next((a for a in ARCHITECTURES if a.name == name), None)
+
 
 # Variables that are not model weights, by the last part of their name.
 SKIP_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -132,6 +173,12 @@ def match(name: str) -> tuple[Rule, int | None] | None:
         if m:
             return rule, int(m.group(1)) if m.groups() else None
     return None
+
+
+def group_of(name: str) -> str | None:
+    """The group ("encoder", "pooler", a head) a TF variable belongs to, or None."""
+    m = match(name)
+    return m[0].group if m else None
 
 
 def skip_reason(name: str) -> str | None:
@@ -177,13 +224,44 @@ def _hf_name(rule: Rule, layer: int | None, arch: Architecture) -> str:
     return name
 
 
-def _choose_architecture(heads: set[str], where: str) -> Architecture:
-    for arch in ARCHITECTURES:
-        if arch.heads == heads:
-            return arch
-    raise InputError(
-        f"{where}: unsupported combination of output heads ({', '.join(sorted(heads))})"
-    )
+def _choose_architecture(present: set[str], heads: str, where: str) -> Architecture:
+    """The class to write for the checkpoint's head groups and the --heads choice.
+
+    auto: the class with exactly those heads; all: the first whose heads include them; mlm,
+    none: the class named in CLASS_FOR_HEADS. A head the class needs and the checkpoint lacks
+    altogether is a one-line error naming its variables.
+    """
+    if heads in CLASS_FOR_HEADS:
+        found = architecture(CLASS_FOR_HEADS[heads])
+    elif heads == "auto":
+        found = next((a for a in ARCHITECTURES if a.heads == present), None)
+    elif heads == "all":
+        found = next((a for a in ARCHITECTURES if a.heads >= present), None)
+    else:
+        raise ValueError(
+            f"heads must be auto, all or one of {sorted(CLASS_FOR_HEADS)}, not {heads!r}"
+        )
+    if found is None:
+        raise InputError(
+            f"{where}: unsupported combination of output heads ({', '.join(sorted(present))})"
+        )
+    missing = [h for h in HEADS if h.group in found.heads - present]
+    if missing:
+        names = [r.tf for h in missing for r in TENSOR_MAP if r.group == h.group]
+        titles = " and ".join(h.title for h in missing)
+        raise InputError(
+            f"{where}: --heads {heads} writes {found.name}, but the checkpoint has no {titles} "
+            f"head{'s' if len(missing) > 1 else ''}: {', '.join(names)} missing"
+        )
+    return found
+
+
+def _not_written(group: str, arch: Architecture, heads: str) -> str:
+    """Why a weight of the checkpoint is not in the class written (the manifest's reason)."""
+    what = "pooler" if group == "pooler" else f"{HEAD_GROUPS[group].title} head"
+    if heads == "auto":  # only the pooler: auto writes every head the checkpoint has
+        return f"{what}, which {arch.name} does not have"
+    return f"not written: --heads {heads}: {arch.name} has no {what}"
 
 
 def _config_int(config: dict, key: str, config_name: str, needed_for: str = "") -> int:
@@ -210,8 +288,15 @@ def plan(
     config_name: str = "bert_config.json",
     checkpoint_name: str = "checkpoint",
     ignore_unknown: bool = False,
+    heads: str = "auto",
 ) -> Plan:
-    """Map every checkpoint variable, or fail with one line naming what is wrong."""
+    """Map every checkpoint variable, or fail with one line naming what is wrong.
+
+    `heads` chooses the class written (defaults.HEAD_SETTINGS): auto, the one the checkpoint's heads
+    make up; all, that class's every head (BertForPreTraining for a pre-training checkpoint);
+    mlm, BertForMaskedLM; none, BertModel. What the class has no place for is skipped, with
+    the reason.
+    """
     tf2 = [n for n in variables if any(m in n for m in _TF2_MARKERS)]
     if tf2:
         raise InputError(
@@ -239,12 +324,12 @@ def plan(
     for name in unknown:
         skipped[name] = "unrecognised (--ignore-unknown)"
 
-    heads = {rule.group for _, rule, _ in matched} - {"encoder", "pooler"}
-    arch = _choose_architecture(heads, checkpoint_name)
+    present = {rule.group for _, rule, _ in matched} - {"encoder", "pooler"}
+    arch = _choose_architecture(present, heads, checkpoint_name)
 
     derived: dict[str, object] = {}
     derived_from: dict[str, str] = {}
-    if "classifier" in heads:
+    if "classifier" in arch.heads:
         # The label count is whatever the fine-tuning used; the checkpoint is its only record.
         head = variables.get("output_bias") or variables["output_weights"]
         derived["num_labels"] = head.shape[0]
@@ -259,8 +344,8 @@ def plan(
     n_layers = _config_int(cfg, "num_hidden_layers", config_name)
     tensors: list[TensorPlan] = []
     for name, rule, layer in matched:
-        if rule.group == "pooler" and not arch.pooler:
-            skipped[name] = f"pooler, which {arch.name} does not have"
+        if rule.group not in arch.groups:
+            skipped[name] = _not_written(rule.group, arch, heads)
             continue
         if layer is not None and not 0 <= layer < n_layers:
             raise InputError(
@@ -341,9 +426,8 @@ def _check_complete(
 ) -> None:
     """Every weight the chosen class has must come from the checkpoint: none left random."""
     have = {t.hf for t in tensors}
-    groups = {"encoder"} | arch.heads | ({"pooler"} if arch.pooler else set())
     for rule in TENSOR_MAP:
-        if rule.group not in groups:
+        if rule.group not in arch.groups:
             continue
         layers: Iterable[int | None] = range(n_layers) if "{i}" in rule.tf else [None]
         for layer in layers:

@@ -30,7 +30,7 @@ from danbert_convert.checkpoint import (
     data_files,
     open_checkpoint,
 )
-from danbert_convert.defaults import FORMATS, HIDDEN_ACTS
+from danbert_convert.defaults import FORMATS, HEAD_SETTINGS, HIDDEN_ACTS
 from danbert_convert.errors import InputError
 from danbert_convert.mapping import Plan, TensorPlan, plan
 from danbert_convert.source import Source, discover
@@ -121,12 +121,17 @@ def convert(
     strip_accents: bool | None = None,
     hidden_act: str | None = None,
     reader: str = "auto",
+    heads: str = "auto",
     progress: bool | None = None,
     hash_sources: bool = False,
     provenance: dict[str, object] | None = None,
 ) -> ConvertResult:
     """Convert the release folder `src` into the model folder `out`.
 
+    `heads` (defaults.HEAD_SETTINGS) chooses the class written: auto, the one the checkpoint's heads
+    make up; all, every head of it (a pre-training checkpoint must have MLM and next-sentence);
+    mlm, BertForMaskedLM; none, BertModel. A head asked for and missing is an InputError; the
+    weights left out are in the manifest's skipped list with the choice as their reason.
     `progress` is tqdm's `disable` inverted: None lets tqdm decide by the terminal.
     `hash_sources` adds the data shards' SHA-256 to the manifest (the small source files are
     always hashed; each converted tensor is checked against the index's CRC-32C regardless).
@@ -135,6 +140,8 @@ def convert(
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
+    if heads not in HEAD_SETTINGS:
+        raise ValueError(f"heads must be one of {HEAD_SETTINGS}, not {heads!r}")
     if hidden_act is not None and hidden_act not in HIDDEN_ACTS:
         raise InputError(f"--hidden-act {hidden_act!r}: choose from {', '.join(HIDDEN_ACTS)}")
     out = Path(out)
@@ -168,8 +175,9 @@ def convert(
             config_name=str(source.config_path),
             checkpoint_name=f"{source.checkpoint}.index",
             ignore_unknown=ignore_unknown,
+            heads=heads,
         )
-        if p.architecture.name == "BertModel":
+        if p.architecture.name == "BertModel" and heads == "auto":
             warnings.append(
                 f"{source.checkpoint}: no cls/* heads; writing a BertModel "
                 "(encoder and pooler only)"
@@ -180,7 +188,12 @@ def convert(
             # transformers makes a label table of that size on load: it sizes nothing here.
             warnings.append(
                 f"{source.config_path}: num_labels {source.config['num_labels']!r} left out of "
-                "config.json: the checkpoint has no classifier head (output_weights)"
+                + (
+                    f"config.json: --heads {heads} writes {p.architecture.name}, without the "
+                    "classifier head"
+                    if "output_weights" in p.skipped
+                    else "config.json: the checkpoint has no classifier head (output_weights)"
+                )
             )
         for w in warnings:
             log.warning(w)
@@ -202,6 +215,7 @@ def convert(
                 "strip_accents": "vocab" if strip_accents is None else strip_accents,
                 "vocab": report.to_json(),
                 "ignore_unknown": ignore_unknown,
+                "heads": heads,
             }
             write_json(
                 tmp / MANIFEST_NAME,

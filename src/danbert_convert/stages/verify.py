@@ -27,6 +27,7 @@ import numpy as np
 from danbert_convert._fs import sha256_file
 from danbert_convert.checkpoint import count_nonfinite, open_checkpoint
 from danbert_convert.errors import InputError, VerifyError, one_line
+from danbert_convert.mapping import HEADS, Architecture, architecture, group_of
 from danbert_convert.reference import ACTIVATIONS, Outputs, forward, variable_shapes
 from danbert_convert.source import (
     REQUIRED_CONFIG_KEYS,
@@ -761,11 +762,14 @@ def _source_reader(
     return get
 
 
-def _source_mismatch(ckpt: Any, source: Source, config: Any) -> str | None:
-    """How the source checkpoint disagrees in size with the model, if it does (one line)."""
+def _source_mismatch(ckpt: Any, source: Source, config: Any, arch: Architecture) -> str | None:
+    """How the source checkpoint disagrees in size with the model, if it does (one line).
+
+    Heads the class leaves out (--heads) are not compared: config.json does not size them.
+    """
     model_cfg = {**config.to_dict(), "num_labels": config.num_labels}
     found = ckpt.variables()
-    for name, shape in variable_shapes(model_cfg, found.__contains__).items():
+    for name, shape in variable_shapes(model_cfg, _has(ckpt, arch)).items():
         if name not in found:
             return f"{ckpt.prefix}: no variable {name}, which the model has"
         if tuple(found[name].shape) != shape:
@@ -811,10 +815,20 @@ def compare(name: str, got: np.ndarray, want: np.ndarray) -> Comparison:
     return Comparison(name, diff, scale, PARITY_ATOL + PARITY_RTOL * scale)
 
 
+def _architecture(model: Any) -> Architecture:
+    """The mapping table's entry for the model's class: what it computes, from which heads."""
+    arch = architecture(type(model).__name__)
+    if arch is None:
+        raise ValueError(f"config.json names {type(model).__name__}, which danbert does not write")
+    return arch
+
+
 def _model_outputs(model: Any, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Every output the model has, and its hidden states ("layers"), computed in float64."""
+    """Every output the model's class has (the mapping table's Architecture.outputs), and its
+    hidden states ("layers"), computed in float64."""
     import torch
 
+    arch = _architecture(model)
     # Stored values widen exactly; float32's rounding would hide small faults. The model stays
     # in float64: nothing after parity computes with it (fill-mask loads its own), and
     # narrowing it back would cost as much as widening.
@@ -822,20 +836,13 @@ def _model_outputs(model: Any, batch: dict[str, np.ndarray]) -> dict[str, Any]:
     with torch.no_grad():
         tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
         base = model.base_model(**tensors, output_hidden_states=True)
-        seq, pooled = base.last_hidden_state, getattr(base, "pooler_output", None)
-        got: dict[str, Any] = {"sequence": seq, "pooled": pooled}
-        heads = getattr(model, "cls", None)
-        if heads is not None and hasattr(heads, "predictions"):
-            got["mlm"] = heads.predictions(seq)
-        if heads is not None and hasattr(heads, "seq_relationship") and pooled is not None:
-            got["nsp"] = heads.seq_relationship(pooled)
-        if hasattr(model, "classifier") and pooled is not None:
-            got["classifier"] = model.classifier(pooled)
-        if hasattr(model, "qa_outputs"):
-            got["squad"] = model.qa_outputs(seq)
-    if model.base_model.pooler is None:
-        got.pop("pooled")  # the checkpoint's pooler was left out, on purpose, with the class
-    got = {k: None if v is None else v.numpy() for k, v in got.items()}
+        got: dict[str, Any] = {"sequence": base.last_hidden_state}
+        if arch.pooler:
+            got["pooled"] = base.pooler_output
+        for head in HEADS:
+            if head.group in arch.heads:
+                got[head.group] = model.get_submodule(head.module)(got[head.input])
+    got = {k: v.numpy() for k, v in got.items()}
     got["layers"] = [h.numpy() for h in base.hidden_states]
     return got
 
@@ -856,13 +863,24 @@ def _reference(
     source: Source,
     batch: dict[str, np.ndarray],
     act: str,
+    arch: Architecture,
     before: Callable[[], None] | None = None,
 ) -> Outputs:
-    """The numpy reference forward pass over the source's variables, in float64."""
-    names = ckpt.variables()
+    """The numpy reference forward pass over the source's variables, in float64.
+
+    Only the heads (and pooler) `arch` has are computed: a head the checkpoint has and the
+    class leaves out (--heads) is not compared. The table only says which outputs; how each
+    is computed stays reference.py's own.
+    """
     return forward(_source_reader(ckpt, before), source.config, batch["input_ids"],
                    batch["token_type_ids"], batch["attention_mask"], hidden_act=act,
-                   has=names.__contains__)  # fmt: skip
+                   has=_has(ckpt, arch))  # fmt: skip
+
+
+def _has(ckpt: Any, arch: Architecture) -> Callable[[str], bool]:
+    """Whether the checkpoint holds a variable that the class `arch` uses."""
+    names, groups = ckpt.variables(), arch.groups
+    return lambda name: name in names and group_of(name) in groups
 
 
 class _TokenizerJson:
@@ -892,6 +910,7 @@ class _Early:
     """The reference computed on the worker thread, and the inputs it was computed on."""
 
     batch: dict[str, np.ndarray]
+    architecture: str  # the class config.json names: its outputs are the ones computed
     outputs: Outputs | None = None
     error: Exception | None = None  # what the forward pass raised
 
@@ -903,15 +922,17 @@ def _early_reference(st: _State, source: Source, reader: str) -> _Early | None:
     forward pass raises is kept, to be raised again where parity would have raised it.
     """
     try:
-        limit = int(read_config(st.out / "config.json")["max_position_embeddings"])
+        config = read_config(st.out / "config.json")
+        limit = int(config["max_position_embeddings"])
+        arch = architecture((config.get("architectures") or ["BertModel"])[0])
         batch = _batch(_TokenizerJson(st.out / "tokenizer.json"), danish_sample(), min(64, limit))
         act = _expected_act(st, source)
-        if act not in ACTIVATIONS:
+        if act not in ACTIVATIONS or arch is None:
             return None
         ckpt = open_checkpoint(source.checkpoint, reader)
     except Exception:  # noqa: BLE001 - the checks report it, in their order
         return None
-    early = _Early(batch)
+    early = _Early(batch, arch.name)
     blas = _BlasThreads()
 
     def before() -> None:
@@ -922,7 +943,7 @@ def _early_reference(st: _State, source: Source, reader: str) -> _Early | None:
 
     try:
         blas.limit()
-        early.outputs = _reference(ckpt, source, batch, act, before)
+        early.outputs = _reference(ckpt, source, batch, act, arch, before)
     except _Stopped:
         return None
     except Exception as e:  # noqa: BLE001 - raised again by parity, if it uses this
@@ -970,12 +991,16 @@ def _trim_heap() -> None:
             ctypes.CDLL(None).malloc_trim(0)
 
 
-def _early_outputs(st: _State, batch: dict[str, np.ndarray]) -> Outputs | None:
-    """The worker's reference, if it was computed on `batch`; what it raised is raised here."""
+def _early_outputs(st: _State, batch: dict[str, np.ndarray], arch: Architecture) -> Outputs | None:
+    """The worker's reference, if it was computed on `batch` for `arch`; what it raised is
+    raised here."""
     st.waiting.set()
     early = st.early.result() if st.early is not None else None
     st.early = None  # its arrays are the caller's now, or garbage
     if early is None:
+        return None
+    if early.architecture != arch.name:
+        log.debug("parity: the worker computed another class's outputs; computing them again")
         return None
     if early.batch.keys() != batch.keys() or not all(
         np.array_equal(early.batch[k], batch[k]) for k in batch
@@ -1002,13 +1027,17 @@ def _check_parity(st: _State, reader: str) -> Check:
     if expected_act not in ACTIVATIONS:
         return Check("parity", FAIL, "", f"unsupported hidden_act {expected_act!r}")
     actual_act = st.config.hidden_act
+    try:
+        arch = _architecture(st.model)
+    except ValueError as e:
+        return Check("parity", FAIL, "architecture", str(e))
     batch = _batch(st.fast, danish_sample(), min(64, int(st.config.max_position_embeddings)))
     ckpt = open_checkpoint(source.checkpoint, reader)
     try:
-        mismatch = _source_mismatch(ckpt, source, st.config)
+        mismatch = _source_mismatch(ckpt, source, st.config, arch)
         if mismatch:
             return Check("parity", FAIL, "source differs", mismatch)
-        ref = _early_outputs(st, batch) or _reference(ckpt, source, batch, expected_act)
+        ref = _early_outputs(st, batch, arch) or _reference(ckpt, source, batch, expected_act, arch)
     except InputError as e:
         return Check("parity", FAIL, "source", str(e))
     finally:
@@ -1074,8 +1103,8 @@ def _check_parity(st: _State, reader: str) -> Check:
 def _check_smoke(st: _State, expect: str | None, sentences: tuple[str, ...]) -> Check:
     if st.model is None or st.fast is None:
         return Check("fill-mask", SKIP, detail="model or tokenizer did not load")
-    heads = getattr(st.model, "cls", None)
-    if heads is None or not hasattr(heads, "predictions"):
+    arch = architecture(type(st.model).__name__)
+    if arch is None or "mlm" not in arch.heads:
         return Check("fill-mask", SKIP, detail=f"{type(st.model).__name__} has no MLM head")
     unmasked = [s for s in sentences if "[MASK]" not in s]
     if unmasked:

@@ -97,7 +97,9 @@ def provenance(fetched: FetchResult) -> dict[str, object] | None:
     }
 
 
-def _conversion_current(out: Path, checkpoint_dir: Path, hidden_act: str | None) -> bool:
+def _conversion_current(
+    out: Path, checkpoint_dir: Path, hidden_act: str | None, heads: str = "auto"
+) -> bool:
     """OUT holds a complete conversion of this checkpoint folder with the asked settings."""
     try:
         m = read_manifest(out)
@@ -105,7 +107,11 @@ def _conversion_current(out: Path, checkpoint_dir: Path, hidden_act: str | None)
         return False
     if not m or not _same_source(m, out, checkpoint_dir):
         return False
-    if hidden_act and m.get("settings", {}).get("hidden_act") != hidden_act:
+    settings = m.get("settings", {})
+    if hidden_act and settings.get("hidden_act") != hidden_act:
+        return False
+    # Manifests from before --heads were all written as auto does.
+    if settings.get("heads", "auto") != heads:
         return False
     outputs = m.get("outputs", {})
     # Re-hashed, not just listed: any truncated, edited or missing output means converting again.
@@ -169,11 +175,15 @@ def run_all(
     force: bool = False,
     reader: str = "auto",
     hidden_act: str | None = None,
+    heads: str = "auto",
     expect: str | None = None,
     progress: bool | None = None,
     fetch_options: dict[str, Any] | None = None,
 ) -> AllResult:
-    """fetch -> convert -> verify; a stage whose result is present and valid is not redone."""
+    """fetch -> convert -> verify; a stage whose result is present and valid is not redone.
+
+    A conversion in OUT made with other `heads` (or `hidden_act`) is redone.
+    """
     out = Path(out) if out is not None else default_out(model, urls, from_path)
     result = AllResult(out, Path(dest), "")
     fetched = _stage(
@@ -186,7 +196,7 @@ def run_all(
     result.stages[-1].skipped = not (fetched.downloaded or fetched.unpacked)
     result.checkpoint_dir = fetched.checkpoint_dir
 
-    current = not force and _conversion_current(out, fetched.checkpoint_dir, hidden_act)
+    current = not force and _conversion_current(out, fetched.checkpoint_dir, hidden_act, heads)
     if current:
         _stage("convert", result, True, lambda: None)
     else:
@@ -197,7 +207,7 @@ def run_all(
             result,
             False,
             lambda: convert(fetched.checkpoint_dir, out, force=replace, reader=reader,
-                            hidden_act=hidden_act, progress=progress,
+                            hidden_act=hidden_act, heads=heads, progress=progress,
                             provenance=provenance(fetched)),
         )  # fmt: skip
     manifest = read_manifest(out) or {}
