@@ -385,3 +385,14 @@ def test_card_found_by_zip_digest_when_from_names_no_release(sample, tmp_path) -
     meta = front_matter((out / "README.md").read_text("utf-8"))
     assert meta["license"] == "cc-by-sa-4.0" and meta["language"] == ["da"]
     assert card.find_release({"provenance": {"release": None, "zip_sha256": "0" * 64}}) is None
+
+
+def test_write_card_on_a_folder_that_is_no_conversion(tmp_path) -> None:
+    from danbert_convert.errors import InputError
+
+    with pytest.raises(InputError, match=r"config\.json: missing; not a converted model folder$"):
+        card.write_card(tmp_path)
+    (tmp_path / "config.json").write_text("[1]")
+    with pytest.raises(InputError, match=r"config\.json: expected a JSON object$"):
+        card.write_card(tmp_path)
+    assert not (tmp_path / "README.md").exists()

@@ -226,10 +226,10 @@ def convert(
             # keys the saved verify result (danbert-verify.json).
             if carry_users_readme(out, tmp):
                 log.info(kept_message(out / CARD_NAME, card))
-                files.append(CARD_NAME)
+                files = sorted([*files, CARD_NAME])
             elif card:
                 write_card(tmp, name=Path(os.path.abspath(out)).name)
-                files.append(CARD_NAME)
+                files = sorted([*files, CARD_NAME])
     finally:
         ckpt.close()
     return ConvertResult(
