@@ -377,7 +377,9 @@ def _original(m: _Model, release: Release | None) -> str:
             "## Original release\n\n"
             "Not recorded: this folder was converted from a checkpoint that no entry of "
             "danbert-convert's registry names (`--from` or `--url` without a release name, or "
-            "a plain `danbert convert`). Credit its authors and link their release here."
+            "a plain `danbert convert`). Credit its authors and link their release here. If it "
+            "is one of the releases `danbert models` lists, `danbert all NAME --from FILE.zip` "
+            "writes a card that credits it."
         )
     lines = ["## Original release", "", f"- Made by: {release.authors}"]
     if release.homepage:
