@@ -246,6 +246,9 @@ def test_all_on_the_sample_runs_offline(tmp_path: Path) -> None:
     ]
     assert "all checks passed" in run.stderr
     assert (tmp_path / "danbert-work" / TOP / "bert_config.json").is_file()
+    # The model card, with its licence and verify's result, also made offline.
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "\nlicense: cc-by-sa-4.0\n" in card and "## Verification" in card
     # The weights are the checkpoint's, read back by TensorFlow and safetensors alone.
     import tensorflow as tf
     from safetensors.numpy import load_file

@@ -184,6 +184,10 @@ heads_option = click.option(
 expect_option = click.option(
     "--expect", metavar="TOKEN", help="Fail unless TOKEN is in the first fill-mask top 5."
 )
+card_option = click.option(
+    "--card/--no-card", default=True, show_default=True,
+    help="Write the model card OUT/README.md (a README.md of yours is always kept).",
+)  # fmt: skip
 
 
 def _check_sha256(value: str | None) -> str | None:
@@ -249,6 +253,7 @@ def _timeouts(read: float) -> tuple[float, float]:
     is_flag=True,
     help="Record the SHA-256 of the checkpoint's data shards too (reads them whole once more).",
 )
+@card_option
 @click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists and is not empty.")
 @click.pass_context
 def convert(ctx: click.Context, src: Path, out: Path, fmt: str, **options: Any) -> None:
@@ -277,11 +282,13 @@ def models_cmd(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     width = max(len(name) for name in RELEASES) + 2
-    click.echo(f"  {'NAME':<{width}}LANG  CASED  NOTES")
+    lic = max(len(r.license) for r in RELEASES.values()) + 2
+    click.echo(f"  {'NAME':<{width}}LANG  CASED  {'LICENSE':<{lic}}NOTES")
     for r in RELEASES.values():
         mark = "*" if r.name == DEFAULT_MODEL else " "
         notes = ("BROKEN: " if r.broken else "") + ("SAMPLE: " if r.sample_of else "") + r.notes
-        click.echo(f"{mark} {r.name:<{width}}{r.language:<6}{'yes' if r.cased else 'no':<7}{notes}")
+        line = f"{mark} {r.name:<{width}}{r.language:<6}{'yes' if r.cased else 'no':<7}"
+        click.echo(f"{line}{r.license:<{lic}}{notes}".rstrip())
     click.echo("(* default; sources: danbert models --json)")
 
 
@@ -357,6 +364,11 @@ def fetch_cmd(
     multiple=True,
     help="Fill-mask sentence with [MASK] (repeatable; default: built-in Danish ones).",
 )
+@click.option(
+    "--write-card",
+    is_flag=True,
+    help="(Re)write the model card OUT/README.md with the result, if every check passes.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def verify_cmd(
@@ -366,12 +378,14 @@ def verify_cmd(
     reader: str,
     expect: str | None,
     sentences: tuple[str, ...],
+    write_card: bool,
     as_json: bool,
 ) -> None:
     """Prove that the converted folder OUT loads and computes what the checkpoint computes."""
     from danbert_convert.stages.verify import verify
 
-    report = verify(out, against=against, reader=reader, expect=expect, sentences=sentences or None)
+    report = verify(out, against=against, reader=reader, expect=expect,
+                    sentences=sentences or None, write_card=write_card)  # fmt: skip
     if not as_json:
         click.echo(report.table())
         report.raise_if_failed()
@@ -407,6 +421,7 @@ def verify_cmd(
 @hidden_act_option
 @heads_option
 @expect_option
+@card_option
 @click.option("-f", "--force", is_flag=True, help="Redo every stage.")
 @click.pass_context
 def all_cmd(

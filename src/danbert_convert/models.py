@@ -1,4 +1,5 @@
-"""Known Nordic BERT releases: where to download them and what they are.
+"""Known Nordic BERT releases: where to download them, what they are, who made them and
+under which licence.
 
 BotXo (now Certainly) published these as Google-BERT TF1 checkpoints in zips behind Dropbox
 links (repository certainlyio/nordic_bert). No checksums were ever published, so `sha256` and
@@ -25,6 +26,15 @@ class Release:
     filename: str
     language: str
     cased: bool
+    license: str
+    """The Hugging Face Hub's licence id (https://huggingface.co/docs/hub/repositories-licenses),
+    written to the model card; "unknown" when nobody stated one."""
+    authors: str
+    """Who made it, as the model card credits them."""
+    homepage: str
+    """Where the release and its licence are described ("" when nowhere but here)."""
+    license_note: str = ""
+    """Why the licence is what it is, when the release does not simply state it."""
     sha256: str | None = None
     size: int | None = None
     notes: str = ""
@@ -43,6 +53,18 @@ class Release:
 
 DEFAULT_MODEL = "danish-bert-uncased-v2"
 
+# certainlyio/nordic_bert's README ("This work is licensed under a Creative Commons Attribution
+# 4.0 International License") and its LICENCE file, both added on 2020-03-20 (commits fa5c407,
+# 7aad670), cover the repository's work: the models it links.
+NORDIC_BERT = "https://github.com/certainlyio/nordic_bert"
+NORDIC_BERT_AUTHORS = "BotXo (now Certainly)"
+
+LICENSES = {
+    "cc-by-4.0": ("CC BY 4.0", "https://creativecommons.org/licenses/by/4.0/"),
+    "cc-by-sa-4.0": ("CC BY-SA 4.0", "https://creativecommons.org/licenses/by-sa/4.0/"),
+}
+"""Short name and text of the licence ids the registry uses."""
+
 RELEASES: dict[str, Release] = {
     r.name: r
     for r in (
@@ -52,6 +74,9 @@ RELEASES: dict[str, Release] = {
             filename="danish_bert_uncased_v2.zip",
             language="da",
             cased=False,
+            license="cc-by-4.0",
+            authors=NORDIC_BERT_AUTHORS,
+            homepage=NORDIC_BERT,
             notes="BERT-base; the zip is ~1.3 GB because it keeps the Adam slots.",
         ),
         Release(
@@ -60,6 +85,9 @@ RELEASES: dict[str, Release] = {
             filename="danish_bert_uncased.zip",
             language="da",
             cased=False,
+            license="cc-by-4.0",
+            authors=NORDIC_BERT_AUTHORS,
+            homepage=NORDIC_BERT,
             notes="Superseded by v2.",
         ),
         Release(
@@ -68,6 +96,9 @@ RELEASES: dict[str, Release] = {
             filename="swedish_bert_uncased.zip",
             language="sv",
             cased=False,
+            license="cc-by-4.0",
+            authors=NORDIC_BERT_AUTHORS,
+            homepage=NORDIC_BERT,
         ),
         Release(
             name="norwegian-bert-uncased",
@@ -75,6 +106,9 @@ RELEASES: dict[str, Release] = {
             filename="norwegian_bert_uncased.zip",
             language="no",
             cased=False,
+            license="cc-by-4.0",
+            authors=NORDIC_BERT_AUTHORS,
+            homepage=NORDIC_BERT,
             notes=(
                 "Reported broken upstream: vocab with ##/##_ prefixes, outputs only unknown "
                 "tokens (nordic_bert issues 9 and 11)."
@@ -87,6 +121,15 @@ RELEASES: dict[str, Release] = {
             filename="danish_bert_sample.zip",
             language="da",
             cased=False,
+            license="cc-by-sa-4.0",
+            authors="danbert-convert (random weights); the vocab's words from wordfreq "
+            "by Robyn Speer",
+            homepage="",
+            license_note=(
+                "The weights are random numbers, nobody's work; vocab.txt is derived from "
+                "wordfreq's Danish word list (https://github.com/rspeer/wordfreq), whose data "
+                "is CC BY-SA 4.0, so the folder is shared alike under that licence."
+            ),
             sha256="e795ccafc58070ec3929d84a5ba2565bab6b3e2d255f761700dfd84023fb8bb8",
             size=1940386,
             notes=(

@@ -7,6 +7,7 @@ sibling of OUT that is renamed into place only when everything is written.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from danbert_convert._fs import (
     sha256_file,
     write_json,
 )
+from danbert_convert.card import CARD_NAME, carry_users_readme, kept_message, write_card
 from danbert_convert.checkpoint import (
     TensorFlowReader,
     check_finite,
@@ -125,6 +127,7 @@ def convert(
     progress: bool | None = None,
     hash_sources: bool = False,
     provenance: dict[str, object] | None = None,
+    card: bool = True,
 ) -> ConvertResult:
     """Convert the release folder `src` into the model folder `out`.
 
@@ -136,7 +139,9 @@ def convert(
     `hash_sources` adds the data shards' SHA-256 to the manifest (the small source files are
     always hashed; each converted tensor is checked against the index's CRC-32C regardless).
     `provenance` (release, url, zip, zip_sha256: what `danbert fetch` got SRC from) is
-    recorded as given.
+    recorded as given. `card` writes the model card README.md (its licence and credits from
+    the registry entry the provenance names); a README.md of the user's already in OUT is
+    carried over unchanged instead, card or not.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
@@ -229,6 +234,16 @@ def convert(
                 ),
             )
             files = sorted([*outputs, MANIFEST_NAME])
+            # README.md stays out of the manifest's hashed outputs: it is documentation that
+            # users edit, and `all` rewrites it after verify. Hashed, either would make `all`
+            # convert again; recording the new hash would change the manifest, whose SHA-256
+            # keys the saved verify result (danbert-verify.json).
+            if carry_users_readme(out, tmp):
+                log.info(kept_message(out / CARD_NAME, card))
+                files = sorted([*files, CARD_NAME])
+            elif card:
+                write_card(tmp, name=Path(os.path.abspath(out)).name)
+                files = sorted([*files, CARD_NAME])
     finally:
         ckpt.close()
     return ConvertResult(

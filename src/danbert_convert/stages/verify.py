@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from danbert_convert import card
 from danbert_convert._fs import sha256_file
 from danbert_convert.checkpoint import count_nonfinite, open_checkpoint
 from danbert_convert.errors import InputError, VerifyError, one_line
@@ -207,11 +208,18 @@ def verify(
     reader: str = "auto",
     expect: str | None = None,
     sentences: tuple[str, ...] | None = None,
+    write_card: bool = False,
 ) -> Report:
-    """Run every check on the converted folder `out`; never raises for a failed check."""
+    """Run every check on the converted folder `out`; never raises for a failed check.
+
+    `write_card` (re)writes the model card OUT/README.md with the result when every check
+    passes; a README.md of the user's there is refused (OutputExistsError) before any check.
+    """
     out = Path(out)
     if not out.is_dir():
         raise InputError(f"{out}: not a folder")
+    if write_card:
+        card.check_writable(out / card.CARD_NAME)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     st = _State(out)
     report = Report(out)
@@ -230,6 +238,10 @@ def verify(
             hf_logging.enable_progress_bar()
     finally:
         st.close()
+    if write_card and report.ok:
+        log.info("wrote the model card %s", card.write_card(out, report))
+    elif write_card:
+        log.warning("%s not written: verification failed", out / card.CARD_NAME)
     return report
 
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from danbert_convert._fs import sha256_file, write_json
+from danbert_convert.card import update_card
 from danbert_convert.defaults import DEFAULT_DEST
 from danbert_convert.errors import DanbertError
 from danbert_convert.models import DEFAULT_MODEL
@@ -179,10 +180,13 @@ def run_all(
     expect: str | None = None,
     progress: bool | None = None,
     fetch_options: dict[str, Any] | None = None,
+    card: bool = True,
 ) -> AllResult:
     """fetch -> convert -> verify; a stage whose result is present and valid is not redone.
 
     A conversion in OUT made with other `heads` (or `hidden_act`) is redone.
+    `card`: OUT/README.md is the model card, with verify's result once it passed (also when
+    that result is the saved one); a README.md of the user's is kept as it is.
     """
     out = Path(out) if out is not None else default_out(model, urls, from_path)
     result = AllResult(out, Path(dest), "")
@@ -208,7 +212,7 @@ def run_all(
             False,
             lambda: convert(fetched.checkpoint_dir, out, force=replace, reader=reader,
                             hidden_act=hidden_act, heads=heads, progress=progress,
-                            provenance=provenance(fetched)),
+                            provenance=provenance(fetched), card=card),
         )  # fmt: skip
     manifest = read_manifest(out) or {}
     result.architecture = str(manifest.get("architecture", ""))
@@ -217,6 +221,8 @@ def run_all(
     if saved is not None and expect is None:
         _stage("verify", result, True, lambda: None)
         result.report = saved
+        if card:  # unchanged, unless it went missing or an earlier run had --no-card
+            update_card(out, saved, announce=current)
         return result
 
     def run_verify() -> Report:
@@ -230,4 +236,7 @@ def run_all(
         return report
 
     log.info("%s", _stage("verify", result, False, run_verify).table())
+    if card:
+        # A user's README.md was announced already when convert carried it over.
+        update_card(out, result.report, announce=current)
     return result
