@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from importlib import resources
 from pathlib import Path
 
 import click
@@ -112,6 +113,7 @@ def test_json_failures_print_a_json_object(full_release, tmp_path):
             message = got["error"]
             assert "No such option" in message and "--no-such-option" in message
         assert got == {"ok": False, "error": message, "exit_code": code}, args
+        conforms(got, "failure")
         assert r.stderr.splitlines()[-1] in (f"error: {message}", f"Error: {message}")
         assert "Traceback" not in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -131,6 +133,7 @@ def test_verify_json_failure_is_one_document(full_release, tmp_path):
     r = run("verify", out, "--json")
     assert r.exit_code == 6, r.output
     report = json.loads(r.stdout)  # one document: the report, which carries the error
+    conforms(report, "verify")
     assert report["ok"] is False and report["exit_code"] == 6
     assert report["error"] == f"{out}: failed checks: parity"
     assert [c["status"] for c in report["checks"] if c["name"] == "parity"] == ["fail"]
@@ -232,10 +235,33 @@ SAMPLE = "danish-bert-sample"
 HINT = "hint: an unexpected error; rerun with -v to see the traceback"
 
 
-def one_document(r) -> dict:
+SCHEMA = json.loads(
+    resources.files("danbert_convert").joinpath("data/cli-output.schema.json").read_text()
+)
+
+
+def conforms(doc: dict, kind: str) -> None:
+    """`doc` is the document the schema's $defs/`kind` describes (the README's table)."""
+    from jsonschema import Draft202012Validator
+
+    schema = {"$schema": SCHEMA["$schema"], "$defs": SCHEMA["$defs"], "$ref": f"#/$defs/{kind}"}
+    Draft202012Validator(schema).validate(doc)
+    Draft202012Validator(SCHEMA).validate(doc)  # and the schema of any output
+
+
+def test_schema_is_a_valid_json_schema():
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(SCHEMA)
+    assert set(PIPELINE) < set(SCHEMA["$defs"])
+
+
+def one_document(r, command: str) -> dict:
     """stdout is exactly one JSON object (json.loads refuses anything after it) whose "ok"
-    says how the command ended; a failure carries its error and exit code."""
+    says how the command ended, as the schema describes; a failure carries its error and
+    exit code."""
     doc = json.loads(r.stdout)
+    conforms(doc, command if r.exit_code == 0 or command == "verify" else "failure")
     assert doc["ok"] is (r.exit_code == 0), r.output
     if r.exit_code:
         assert doc["exit_code"] == r.exit_code and doc["error"], doc
@@ -247,7 +273,7 @@ def one_document(r) -> dict:
 def failure(r, code: int) -> str:
     """The failure document, which holds nothing else; its error."""
     assert r.exit_code == code, r.output
-    doc = one_document(r)
+    doc = one_document(r, "failure")
     assert sorted(doc) == ["error", "exit_code", "ok"], doc
     assert "Traceback" not in r.output
     return doc["error"]
@@ -255,7 +281,7 @@ def failure(r, code: int) -> str:
 
 def test_fetch_json_success_and_failure(tmp_path):
     r = run("fetch", SAMPLE, "--dest", tmp_path / "w", "--json")
-    doc = one_document(r)
+    doc = one_document(r, "fetch")
     assert doc["checkpoint_dir"] == str(tmp_path / "w" / "danish_bert_sample")
     assert (tmp_path / "w" / "danish_bert_sample" / "bert_config.json").is_file()
     with Server() as server:
@@ -269,7 +295,7 @@ def test_convert_json_success_and_failure(full_release, tmp_path):
     from safetensors import safe_open
 
     out = tmp_path / "out"
-    doc = one_document(run("convert", full_release, out, "--json"))
+    doc = one_document(run("convert", full_release, out, "--json"), "convert")
     assert doc["out"] == str(out) and doc["architecture"] == "BertForPreTraining"
     assert sorted(doc["files"]) == sorted(p.name for p in out.iterdir())
     with safe_open(out / "model.safetensors", "np") as f:
@@ -291,7 +317,7 @@ def test_convert_json_success_and_failure(full_release, tmp_path):
 def test_all_json_success_and_failure(tmp_path):
     out = tmp_path / "model"
     r = run("all", SAMPLE, "--dest", tmp_path / "w", "--out", out, "--json")
-    doc = one_document(r)
+    doc = one_document(r, "all")
     assert doc["out"] == str(out) and doc["architecture"] == "BertForPreTraining"
     assert doc["checkpoint_dir"] == str(tmp_path / "w" / "danish_bert_sample")
     assert [s["stage"] for s in doc["stages"]] == ["fetch", "convert", "verify"]
@@ -302,7 +328,7 @@ def test_all_json_success_and_failure(tmp_path):
 
 
 def test_inspect_json_success_and_failure(full_release, tmp_path):
-    doc = one_document(run("inspect", full_release, "--json"))
+    doc = one_document(run("inspect", full_release, "--json"), "inspect")
     assert doc["architecture"] == "BertForPreTraining" and doc["variables"]
     error = failure(run("inspect", tmp_path / "missing", "--json"), 3)
     assert error == f"{tmp_path / 'missing'}.index: checkpoint index not found"
@@ -312,7 +338,7 @@ def test_verify_json_success(tmp_path):
     """(A failing verify: test_verify_json_failure_is_one_document.)"""
     work = run("fetch", SAMPLE, "--dest", tmp_path / "w").stdout.strip()
     assert run("convert", work, tmp_path / "out").exit_code == 0
-    doc = one_document(run("verify", tmp_path / "out", "--json"))
+    doc = one_document(run("verify", tmp_path / "out", "--json"), "verify")
     assert doc["model"] == str(tmp_path / "out")
     assert {c["name"]: c["status"] for c in doc["checks"]} == {
         "files": "pass", "weights": "pass", "tokenizer": "pass", "parity": "pass",
@@ -321,7 +347,7 @@ def test_verify_json_success(tmp_path):
 
 
 def test_models_json_success_and_failure():
-    doc = one_document(run("models", "--json"))
+    doc = one_document(run("models", "--json"), "models")
     assert sorted(doc) == ["models", "ok"]
     assert [m["name"] for m in doc["models"] if m["default"]] == ["danish-bert-uncased-v2"]
     # `models` takes no name: an unknown one is a usage error.
@@ -464,7 +490,7 @@ def test_sample_examples_run(tmp_path, monkeypatch):
             r = run(*shlex.split(example)[1:])
             assert r.exit_code == 0, (example, r.output)
             if "--json" in example:
-                one_document(r)
+                one_document(r, name)
             ran.append(name)
     assert ran == ["fetch", "convert", "verify", "all", "inspect"]
 
@@ -504,6 +530,7 @@ def test_json_in_a_real_process_with_a_progress_bar(full_release, tmp_path):
         os.close(master)
     assert r.returncode == 0, drawn.decode(errors="replace")
     doc = json.loads(r.stdout)
+    conforms(doc, "convert")
     assert doc["ok"] is True and doc["out"] == str(tmp_path / "out")
     assert b"convert: 100%" in drawn
     r = subprocess.run([*DANBERT, "verify", str(tmp_path / "missing"), "--json"],
