@@ -382,10 +382,16 @@ def test_verbose_after_the_subcommand_too(tmp_path):
         assert "danbert_convert.errors.InputError: " in r.stderr
 
 
-def test_verbose_counts_across_both_places():
-    """A test-only command on a copy of the group shows the count the commands see."""
+def group_copy() -> click.Group:
+    """A copy of the group, for test-only commands."""
     group = copy.copy(cli)
     group.commands = dict(cli.commands)
+    return group
+
+
+def test_verbose_counts_across_both_places():
+    """A test-only command shows the count the commands see."""
+    group = group_copy()
 
     @group.command("probe")
     @click.pass_context
@@ -398,6 +404,30 @@ def test_verbose_counts_across_both_places():
     for args, expected in cases.items():
         r = CliRunner().invoke(group, list(args))
         assert (r.exit_code, r.stdout) == (0, expected + "\n"), args
+
+
+def test_with_json_nothing_else_reaches_stdout():
+    """Whatever a command, or a library under it, prints goes to stderr with --json: a
+    test-only command prints three ways, then gives its document."""
+    from danbert_convert.cli import _echo_json
+
+    group = group_copy()
+
+    @group.command("chatty")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def chatty(ctx: click.Context, as_json: bool) -> None:
+        print("print")
+        click.echo("click.echo")
+        sys.stdout.write("sys.stdout\n")
+        if as_json:
+            _echo_json(ctx, {"ok": True})
+
+    r = CliRunner().invoke(group, ["chatty", "--json"])
+    assert (r.exit_code, json.loads(r.stdout)) == (0, {"ok": True})
+    assert r.stderr == "print\nclick.echo\nsys.stdout\n"
+    r = CliRunner().invoke(group, ["chatty"])
+    assert (r.stdout, r.stderr) == ("print\nclick.echo\nsys.stdout\n", "")
 
 
 def broken_config(full_release: Path, tmp_path: Path) -> Path:
