@@ -34,4 +34,4 @@ def test_ctrl_c_during_start_up_with_json_prints_one_json_document(tmp_path, del
     assert json.loads(out)["exit_code"] == p.returncode
     if p.returncode == 130:
         assert err.splitlines()[-1] == "interrupted"
-        assert json.loads(out) == {"error": "interrupted", "exit_code": 130}
+        assert json.loads(out) == {"ok": False, "error": "interrupted", "exit_code": 130}

@@ -613,8 +613,10 @@ def test_cli_input_error_exit_3(tmp_path: Path) -> None:
 
 def test_cli_models() -> None:
     code, out, _ = run("models", "--json")
-    rows = json.loads(out)
-    assert code == 0 and [r["name"] for r in rows if r["default"]] == ["danish-bert-uncased-v2"]
+    doc = json.loads(out)
+    rows = doc["models"]
+    assert code == 0 and doc["ok"] is True
+    assert [r["name"] for r in rows if r["default"]] == ["danish-bert-uncased-v2"]
     v2 = rows[0]
     assert v2["urls"] == [
         "https://www.dropbox.com/s/19cjaoqvv2jicq9/danish_bert_uncased_v2.zip?dl=1"

@@ -107,7 +107,7 @@ def test_damaged_record_beside_the_zip_is_one_line(
             f"error: {tmp_path / 'r.zip'} did not unpack in an earlier run (r.zip.untrusted is "
             "unreadable); it is not trusted: use --force to download it again\n"
         )
-        assert json.loads(out) == {"error": err[len("error: ") : -1], "exit_code": 5}
+        assert json.loads(out) == {"ok": False, "error": err[len("error: ") : -1], "exit_code": 5}
         assert (tmp_path / "r.zip").read_bytes() == release_zip
     assert len(server.requests_to("/r.zip")) == 1
 

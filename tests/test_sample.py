@@ -201,7 +201,7 @@ def test_models_marks_the_sample() -> None:
     line = next(line for line in out.splitlines() if NAME in line)
     assert code == 0 and "SAMPLE: " in line and not line.startswith("*")
     code, out, _ = run_cli("models", "--json")
-    row = next(r for r in json.loads(out) if r["name"] == NAME)
+    row = next(r for r in json.loads(out)["models"] if r["name"] == NAME)
     assert row["sample_of"] == "danish-bert-uncased-v2" and row["urls"] == []
     assert row["package_data"] == "data/danish_bert_sample.zip" and row["default"] is False
 

@@ -32,8 +32,10 @@ def main() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.stderr.write("interrupted\n")
         if "--json" in sys.argv[1:]:  # scripts parse stdout: one JSON document, always
-            sys.stdout.write('{"error": "interrupted", "exit_code": 130}\n')
+            sys.stdout.write('{"ok": false, "error": "interrupted", "exit_code": 130}\n')
         code = 130  # EXIT_INTERRUPTED
+    except Exception as e:  # a bug outside any command (the CLI's own imports): no bare traceback
+        code = _unexpected(e)
     if code == 130:  # EXIT_INTERRUPTED, without importing anything more here
         # CPython makes the process die by SIGINT (status -2, not 130) once a KeyboardInterrupt
         # has left any exec() of a string (dataclasses and namedtuple make classes that way
@@ -42,6 +44,26 @@ def main() -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _unexpected(e: Exception) -> int:
+    """What cli._Group does for an error it did not expect, for one raised outside it: one
+    line and a hint, or with -v the traceback. Self-contained: the package may be what broke."""
+    import json
+    import traceback
+
+    args = sys.argv[1:]
+    verbose = bool({"-v", "-vv", "--verbose"} & set(args))
+    text = str(e).strip()
+    message = type(e).__name__ + (f": {text.splitlines()[0]}" if text else "")
+    if verbose:
+        traceback.print_exc()
+    sys.stderr.write(f"error: {message}\n")
+    if not verbose:
+        sys.stderr.write("hint: an unexpected error; rerun with -v to see the traceback\n")
+    if "--json" in args:
+        sys.stdout.write(json.dumps({"ok": False, "error": message, "exit_code": 1}) + "\n")
+    return 1
 
 
 if __name__ == "__main__":

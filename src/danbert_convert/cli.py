@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from collections import Counter
 from collections.abc import Callable
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,12 +32,91 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 JSON_MODE = "danbert.json"  # ctx.meta key: the subcommand was given --json
 JSON_DONE = "danbert.json_printed"  # ctx.meta key: the command printed its JSON already
+JSON_STDOUT = "danbert.stdout"  # ctx.meta key: the real stdout while a --json command runs
+UNEXPECTED_HINT = "hint: an unexpected error; rerun with -v to see the traceback"
+
+# The commands in pipeline order, as `danbert --help` lists them: a one-line summary and the
+# examples that end the command's help (tests/test_cli.py parses every one and runs those on
+# the bundled sample).
+COMMANDS: dict[str, tuple[str, list[str]]] = {
+    "fetch": ("Download a release, check its SHA-256 and unpack it.", [
+        "danbert fetch danish-bert-sample --dest danbert-work",
+        "danbert fetch --from ~/Downloads/danish_bert_uncased_v2.zip --json",
+    ]),
+    "convert": ("Convert a TF1 checkpoint folder into a transformers folder.", [
+        "danbert convert danbert-work/danish_bert_sample danish-bert-sample",
+        "danbert convert danish_bert_uncased_v2/ danish-bert/ --format both -q",
+    ]),
+    "verify": ("Prove a converted folder computes what its checkpoint does.", [
+        "danbert verify danish-bert-sample --json",
+        "danbert verify danish-bert/ --against danish_bert_uncased_v2/ --expect københavn",
+    ]),
+    "all": ("Fetch, convert and verify in one go, skipping what is done.", [
+        "danbert all danish-bert-sample",
+        "danbert all --from ~/Downloads/danish_bert_uncased_v2.zip --out danish-bert",
+    ]),
+    "inspect": ("List a checkpoint's variables and vocab, from the .index alone.", [
+        "danbert inspect danbert-work/danish_bert_sample",
+        "danbert inspect danish_bert_uncased_v2/bert_model.ckpt.index --json",
+    ]),
+    "models": ("List the known releases.", [
+        "danbert models --json",
+    ]),
+}  # fmt: skip
+
+
+def _verbosity(ctx: click.Context, param: click.Parameter, value: int | bool) -> None:
+    """-v/-q after the subcommand's name: they add to those given before it."""
+    if not value:
+        return
+    root = ctx.find_root()
+    if root.obj is None:  # the command invoked on its own, without the group
+        root.obj = {"quiet": False, "verbose": 0}
+    if param.name == "verbose":
+        root.obj["verbose"] += value
+    else:
+        root.obj["quiet"] = True
+    _setup_logging(root.obj["verbose"], root.obj["quiet"])
+
+
+class _Command(click.Command):
+    """A subcommand: -v/-q after its name too, its summary and examples from COMMANDS, and
+    with --json nothing on stdout but its one JSON document (anything else printed goes to
+    stderr)."""
+
+    def __init__(self, name: str | None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(name, *args, **kwargs)
+        summary, examples = COMMANDS.get(name or "", (None, []))
+        self.short_help = self.short_help or summary
+        if self.epilog is None and examples:
+            self.epilog = "\b\nExamples:\n" + "\n".join(f"  {e}" for e in examples)
+        self.params += [
+            click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                         callback=_verbosity, help="More detail (debug messages, tracebacks)."),
+            click.Option(["-q", "--quiet"], is_flag=True, expose_value=False,
+                         callback=_verbosity, help="Only warnings and errors; no progress bars."),
+        ]  # fmt: skip
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if not ctx.params.get("as_json"):
+            return super().invoke(ctx)
+        ctx.meta[JSON_STDOUT] = sys.stdout
+        with redirect_stdout(sys.stderr):
+            return super().invoke(ctx)
 
 
 class _Group(click.Group):
     """Errors become one line on stderr and an exit code (and, with --json, a JSON object on
     stdout); Ctrl-C at any point, argument parsing included, is "interrupted" and 130, never
-    click's "Aborted!" and 1."""
+    click's "Aborted!" and 1; an unexpected error is one line and a hint, its traceback only
+    with -v."""
+
+    command_class = _Command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Pipeline order, then any others by name."""
+        names = super().list_commands(ctx)
+        return [n for n in COMMANDS if n in names] + [n for n in names if n not in COMMANDS]
 
     def make_context(
         self, info_name: str | None, args: list[str], *rest: Any, **kwargs: Any
@@ -45,16 +126,19 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             if "--json" in args:
-                click.echo(json.dumps({"error": "interrupted", "exit_code": EXIT_INTERRUPTED}))
+                click.echo(_failure("interrupted", EXIT_INTERRUPTED))
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except click.ClickException as e:  # a usage error before the subcommand
+            if "--json" in args:
+                click.echo(_failure(" ".join(e.format_message().split()), e.exit_code))
+            raise
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
-        name, cmd, rest = super().resolve_command(ctx, args)
         # Read from the raw arguments: a usage error may come before --json is parsed.
-        ctx.meta[JSON_MODE] = "--json" in rest
-        return name, cmd, rest
+        ctx.meta[JSON_MODE] = "--json" in args
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -70,6 +154,18 @@ class _Group(click.Group):
         except click.ClickException as e:  # usage errors: click reports them on stderr
             _echo_json_error(ctx, " ".join(e.format_message().split()), e.exit_code)
             raise
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # a bug: one line and a hint; the traceback with -v
+            verbose = (ctx.obj or {}).get("verbose", 0)
+            if verbose:
+                click.echo(traceback.format_exc().rstrip(), err=True)
+            message = type(e).__name__ + (f": {one_line(e)}" if str(e).strip() else "")
+            click.echo(f"error: {message}", err=True)
+            if not verbose:
+                click.echo(UNEXPECTED_HINT, err=True)
+            _echo_json_error(ctx, message, 1)
+            ctx.exit(1)
         return None  # not reached: _fail exits
 
     @staticmethod
@@ -79,17 +175,30 @@ class _Group(click.Group):
         ctx.exit(code)
 
 
+def _failure(message: str, code: int) -> str:
+    return json.dumps({"ok": False, "error": message, "exit_code": code}, ensure_ascii=False)
+
+
 def _echo_json_error(ctx: click.Context, message: str, code: int) -> None:
     """With --json, every failure is also a JSON object on stdout, for scripts."""
     if ctx.meta.get(JSON_MODE) and not ctx.meta.get(JSON_DONE):
         ctx.meta[JSON_DONE] = True
-        click.echo(json.dumps({"error": message, "exit_code": code}, ensure_ascii=False))
+        click.echo(_failure(message, code))
+
+
+def _echo_json(ctx: click.Context, doc: dict[str, Any]) -> None:
+    """The command's JSON document, on the real stdout (see _Command.invoke)."""
+    ctx.meta[JSON_DONE] = True
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    click.echo(text, file=ctx.meta.get(JSON_STDOUT, sys.stdout))
 
 
 class _EchoHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
         line = prefix + record.getMessage()
+        if record.exc_info:
+            line += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
         # tqdm.write keeps a running progress bar intact; with no bar drawn, plain stderr. (A
         # Ctrl-C inside tqdm's first lock set-up turns into an AttributeError in its cleanup.)
         bars = sys.modules.get("tqdm.std")
@@ -255,14 +364,20 @@ def _timeouts(read: float) -> tuple[float, float]:
 )
 @card_option
 @click.option("-f", "--force", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def convert(ctx: click.Context, src: Path, out: Path, fmt: str, **options: Any) -> None:
+def convert(
+    ctx: click.Context, src: Path, out: Path, fmt: str, as_json: bool, **options: Any
+) -> None:
     """Convert the Google-BERT checkpoint folder SRC into the transformers model folder OUT."""
     from danbert_convert.stages.convert import convert as run
     from danbert_convert.stages.convert import reuse_freed_memory
 
     reuse_freed_memory()
     result = run(src, out, format=fmt, progress=progress_enabled(ctx), **options)
+    if as_json:
+        _echo_json(ctx, {"ok": True, **result.to_dict()})
+        return
     skipped = Counter(result.skipped.values())
     click.echo(
         f"{result.out}: {result.architecture}, {result.tensors} tensors "
@@ -273,13 +388,14 @@ def convert(ctx: click.Context, src: Path, out: Path, fmt: str, **options: Any) 
 
 @cli.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def models_cmd(as_json: bool) -> None:
+@click.pass_context
+def models_cmd(ctx: click.Context, as_json: bool) -> None:
     """List the known releases that `danbert fetch` can download."""
     from danbert_convert.models import DEFAULT_MODEL, RELEASES
 
     if as_json:
         rows = [{**r.to_dict(), "default": r.name == DEFAULT_MODEL} for r in RELEASES.values()]
-        click.echo(json.dumps(rows, indent=2))
+        _echo_json(ctx, {"ok": True, "models": rows})
         return
     width = max(len(name) for name in RELEASES) + 2
     lic = max(len(r.license) for r in RELEASES.values()) + 2
@@ -344,7 +460,7 @@ def fetch_cmd(
         log.warning(f"the partial download in {dest} is kept; run the same command to resume")
         raise
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        _echo_json(ctx, {"ok": True, **result.to_dict()})
     else:
         click.echo(result.zip_path if no_unpack else result.checkpoint_dir)
 
@@ -390,16 +506,15 @@ def verify_cmd(
         click.echo(report.table())
         report.raise_if_failed()
         return
-    data = report.to_dict()
+    data = report.to_dict()  # "ok" is the report's verdict
     try:
         report.raise_if_failed()
     except VerifyError as e:
         # One JSON document on stdout: the report, with the error the group reports on stderr.
         data.update(error=one_line(e), exit_code=e.exit_code)
-        click.echo(json.dumps(data, indent=2))
-        ctx.meta[JSON_DONE] = True
+        _echo_json(ctx, data)
         raise
-    click.echo(json.dumps(data, indent=2))
+    _echo_json(ctx, data)
 
 
 @cli.command("all")
@@ -423,9 +538,15 @@ def verify_cmd(
 @expect_option
 @card_option
 @click.option("-f", "--force", is_flag=True, help="Redo every stage.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def all_cmd(
-    ctx: click.Context, model: str | None, retries: int, timeout: float, **options: Any
+    ctx: click.Context,
+    model: str | None,
+    retries: int,
+    timeout: float,
+    as_json: bool,
+    **options: Any,
 ) -> None:
     """Fetch, convert and verify MODEL (default: the Danish v2 release) in one go.
 
@@ -438,6 +559,9 @@ def all_cmd(
     reuse_freed_memory()
     fetch_options = {"retries": retries, "timeout": _timeouts(timeout)}
     result = run_all(model, progress=progress_enabled(ctx), fetch_options=fetch_options, **options)
+    if as_json:
+        _echo_json(ctx, {"ok": True, **result.to_dict()})
+        return
     for s in result.stages:
         click.echo(f"{s.stage:<8} {'skipped' if s.skipped else f'{s.seconds:.1f} s'}")
     click.echo(f"\n{result.architecture} ready in {result.out.resolve()}\n")
@@ -465,7 +589,10 @@ def all_cmd(
     help="vocab.txt (default: the one beside the checkpoint, if any).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def inspect_cmd(src: Path, config: Path | None, vocab: Path | None, as_json: bool) -> None:
+@click.pass_context
+def inspect_cmd(
+    ctx: click.Context, src: Path, config: Path | None, vocab: Path | None, as_json: bool
+) -> None:
     """List the variables of the checkpoint in SRC (a folder, a prefix or its .index file).
 
     For each: shape, dtype, bytes, and the tensor it becomes or why it is skipped. Then the
@@ -476,7 +603,7 @@ def inspect_cmd(src: Path, config: Path | None, vocab: Path | None, as_json: boo
 
     listing = inspect_checkpoint(src, config=config, vocab=vocab)
     if as_json:
-        click.echo(json.dumps(listing.to_json(), indent=2, ensure_ascii=False))
+        _echo_json(ctx, {"ok": True, **listing.to_json()})
     else:
         click.echo(format_listing(listing))
 

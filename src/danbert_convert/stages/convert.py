@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -67,6 +67,14 @@ class ConvertResult:
     skipped: dict[str, str]
     files: list[str]
     warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return paths_as_strings(asdict(self))
+
+
+def paths_as_strings(d: dict[str, object]) -> dict[str, object]:
+    """`d` (a dataclass's asdict) made JSON-safe: its Path values as strings."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
 
 def _versions(reader: str) -> dict[str, str]:

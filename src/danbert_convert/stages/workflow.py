@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -16,7 +16,7 @@ from danbert_convert.card import update_card
 from danbert_convert.defaults import DEFAULT_DEST
 from danbert_convert.errors import DanbertError
 from danbert_convert.models import DEFAULT_MODEL
-from danbert_convert.stages.convert import convert
+from danbert_convert.stages.convert import convert, paths_as_strings
 from danbert_convert.stages.fetch import FetchResult, fetch
 from danbert_convert.stages.verify import Report, read_manifest, verify
 from danbert_convert.writer import MANIFEST_NAME, source_paths
@@ -41,6 +41,9 @@ class AllResult:
     architecture: str
     stages: list[StageTime] = field(default_factory=list)
     report: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return paths_as_strings(asdict(self))
 
     def python_lines(self) -> str:
         """The two lines of Python that load the result."""
