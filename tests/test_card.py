@@ -160,7 +160,7 @@ def test_every_registry_entry_has_a_hub_licence() -> None:
     assert "LICENSE" in header.split()
     assert v2.split()[:5] == ["*", "danish-bert-uncased-v2", "da", "no", "cc-by-4.0"]
     r = cli_run("models", "--json")
-    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    rows = {row["name"]: row for row in json.loads(r.stdout)["models"]}
     assert rows[SAMPLE]["license"] == "cc-by-sa-4.0"
     assert rows["swedish-bert-uncased"]["license"] == "cc-by-4.0"
 
