@@ -316,3 +316,19 @@ def test_pipelined_writer_interrupted_stops_its_threads_before_the_file_closes(t
     size = path.stat().st_size
     time.sleep(0.2)
     assert path.stat().st_size == size <= 6 << 20  # nothing was written after the interrupt
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_worker_threads_leave_ctrl_c_to_the_main_thread() -> None:
+    """A SIGINT the kernel gave a worker would leave the main thread blocked in a socket read
+    (fetch's hasher runs beside the download) until its timeout: workers block it."""
+    from danbert_convert._fs import Worker
+
+    masks: list[set[signal.Signals]] = []
+    w: Worker[int] = Worker(
+        lambda _: masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, [])), "t"
+    )
+    w.put(0)
+    w.close()
+    assert {signal.SIGINT, signal.SIGTERM} <= masks[0]
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the caller's own

@@ -318,6 +318,18 @@ class HashingWriter:
 _ItemT = TypeVar("_ItemT")
 
 
+def leave_signals_to_main_thread() -> None:
+    """Block Ctrl-C's SIGINT (and SIGTERM) in the calling worker thread.
+
+    The kernel hands a process's signal to any thread that does not block it. Python runs the
+    handler in the main thread only, and only wakes it from a blocking call (a socket read
+    waiting for a stalled server, say) when the signal lands on the main thread itself; one
+    that lands on a worker leaves Ctrl-C unanswered until that call times out.
+    """
+    if hasattr(signal, "pthread_sigmask"):  # POSIX; Windows delivers Ctrl-C differently
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 class Worker(Generic[_ItemT]):
     """Applies `fn` to queued items, in order, on its own thread.
 
@@ -336,6 +348,7 @@ class Worker(Generic[_ItemT]):
         self._thread.start()
 
     def _run(self) -> None:
+        leave_signals_to_main_thread()
         while (item := self._queue.get()) is not None:
             if self._error is None and not self._stop.is_set():
                 try:
