@@ -430,28 +430,47 @@ def test_with_json_nothing_else_reaches_stdout():
     assert (r.stdout, r.stderr) == ("print\nclick.echo\nsys.stdout\n", "")
 
 
-def broken_config(full_release: Path, tmp_path: Path) -> Path:
-    """A genuine unexpected error from real input: `inspect` does not check that
-    bert_config.json is a JSON object (convert does), and the mapping then fails with a
-    TypeError. When that is fixed, provoke another or use a test-only command."""
-    folder = tmp_path / "broken"
-    shutil.copytree(full_release, folder)
-    (folder / "bert_config.json").write_text("[]")
-    return folder
+def crashing_group() -> click.Group:
+    """The group with a test-only command that fails as a bug would (real input that crashes
+    a command is a bug to fix, so the tests cannot rely on one)."""
+    group = group_copy()
+
+    @group.command("crash")
+    @click.option("--json", "as_json", is_flag=True)
+    def crash(as_json: bool) -> None:
+        raise TypeError("'list' object is not a mapping")
+
+    return group
 
 
-def test_unexpected_error_is_one_line_and_a_hint(full_release, tmp_path):
-    folder = broken_config(full_release, tmp_path)
-    r = run("inspect", folder)
+def test_unexpected_error_is_one_line_and_a_hint():
+    group = crashing_group()
+
+    def run(*args: str):
+        return CliRunner().invoke(group, list(args))
+
+    r = run("crash")
     assert r.exit_code == 1 and r.stdout == ""
     error, hint = r.stderr.splitlines()
-    assert error.startswith("error: TypeError: ") and hint == HINT
-    assert failure(run("inspect", folder, "--json"), 1) == error.removeprefix("error: ")
-    for args in (["-v", "inspect", folder], ["inspect", folder, "-v"]):
+    assert error == "error: TypeError: 'list' object is not a mapping" and hint == HINT
+    assert failure(run("crash", "--json"), 1) == error.removeprefix("error: ")
+    for args in (["-v", "crash"], ["crash", "-v"]):
         r = run(*args)
         assert r.exit_code == 1 and r.stdout == ""
         assert r.stderr.startswith("Traceback (most recent call last):\n")
         assert r.stderr.splitlines()[-1] == error and HINT not in r.stderr
+
+
+def test_inspect_reports_a_config_that_is_no_object(full_release, tmp_path):
+    """It used to crash with a TypeError; now it is named, as convert names it."""
+    folder = tmp_path / "broken"
+    shutil.copytree(full_release, folder)
+    (folder / "bert_config.json").write_text("[]")
+    r = run("inspect", folder, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert (
+        json.loads(r.stdout)["problem"] == f"{folder / 'bert_config.json'}: expected a JSON object"
+    )
 
 
 def test_unexpected_error_outside_the_commands():

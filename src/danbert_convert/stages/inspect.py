@@ -6,7 +6,6 @@ checkpoint can be looked at before its 1.3 GB of data is downloaded.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from danbert_convert.checkpoint import find_checkpoint, normalize_prefix
 from danbert_convert.errors import InputError
 from danbert_convert.mapping import match, plan, skip_reason
-from danbert_convert.source import read_vocab
+from danbert_convert.source import read_config, read_vocab
 from danbert_convert.tfbundle import BundleReader
 from danbert_convert.tokenizer import VocabReport, vocab_report
 
@@ -99,10 +98,10 @@ def inspect_checkpoint(
     architecture = problem = None
     cfg = None
     if config is not None:
-        try:
-            cfg = json.loads(Path(config).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            problem = f"{config}: cannot read: {e}"
+        try:  # checked as convert checks it: a JSON object with a BERT's integer sizes
+            cfg = read_config(Path(config))
+        except InputError as e:
+            problem = str(e)
     if cfg is not None:
         try:
             p = plan(
