@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from danbert_convert import __version__
 from danbert_convert._fs import (
+    StrPath,
     atomic_dir,
     check_not_inside,
     check_writable_target,
@@ -58,13 +59,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ConvertResult:
+    """What `convert` wrote."""
+
     out: Path
+    """The model folder."""
     architecture: str
+    """The transformers class written, e.g. "BertForPreTraining"."""
     tensors: int
+    """Tensors in the weights file."""
     weight_bytes: int
+    """Their size in bytes, as written."""
     skipped: dict[str, str]
+    """Checkpoint variables left out, each with its reason (e.g. "Adam optimizer slot")."""
     files: list[str]
+    """The files written in `out`, by name."""
     warnings: list[str] = field(default_factory=list)
+    """What was also logged as warnings (vocab size, unknown variables, ...)."""
 
 
 def _versions(reader: str) -> dict[str, str]:
@@ -108,12 +118,12 @@ def reuse_freed_memory() -> None:
 
 
 def convert(
-    src: Path,
-    out: Path,
+    src: StrPath,
+    out: StrPath,
     *,
-    checkpoint: Path | None = None,
-    config: Path | None = None,
-    vocab: Path | None = None,
+    checkpoint: StrPath | None = None,
+    config: StrPath | None = None,
+    vocab: StrPath | None = None,
     format: str = "safetensors",
     force: bool = False,
     ignore_unknown: bool = False,
@@ -125,13 +135,27 @@ def convert(
     hash_sources: bool = False,
     provenance: dict[str, object] | None = None,
 ) -> ConvertResult:
-    """Convert the release folder `src` into the model folder `out`.
+    """Convert the Google-BERT release folder `src` into the transformers model folder `out`.
 
-    `progress` is tqdm's `disable` inverted: None lets tqdm decide by the terminal.
-    `hash_sources` adds the data shards' SHA-256 to the manifest (the small source files are
-    always hashed; each converted tensor is checked against the index's CRC-32C regardless).
-    `provenance` (release, url, zip, zip_sha256: what `danbert fetch` got SRC from) is
-    recorded as given.
+    `out` appears complete or not at all (written beside it, then renamed into place).
+
+    - `checkpoint`: the checkpoint prefix, or its .index file (default: discovered in `src`).
+    - `config`, `vocab`: a bert_config.json and vocab.txt to use instead of `src`'s.
+    - `format`: the weights to write: "safetensors", "bin" (a PyTorch pickle) or "both".
+    - `force`: replace `out` if it exists and is not empty.
+    - `ignore_unknown`: convert even if the checkpoint has variables this tool does not
+      know (they are listed in `skipped` and warned about).
+    - `lowercase`: the tokenizer's casing (None: inferred from the vocab).
+    - `strip_accents`: True strips every accent, False none, as BERT does (None: strip all
+      but the accented letters the vocab holds, e.g. keep Danish å).
+    - `hidden_act`: the activation written to config.json (None: bert_config.json's).
+    - `reader`: "auto" or "native" (the built-in reader), "tensorflow" (needs the tf extra).
+    - `progress`: False hides the progress bar; None lets tqdm decide (shown on a terminal).
+    - `hash_sources`: record the data shards' SHA-256 in the manifest too (the small source
+      files are always hashed; each converted tensor is checked against the index's CRC-32C).
+    - `provenance`: where `src` came from (release, url, zip, zip_sha256), recorded as given.
+
+    Raises InputError (bad source), OutputExistsError (`out` not empty without `force`).
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
