@@ -13,22 +13,21 @@ The functions and result types are imported on first use, so that `import danber
 the `exit_code` the command exits with.
 """
 
-from __future__ import annotations
-
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
-
-from danbert_convert.errors import (
-    DanbertError,
-    DownloadError,
-    InputError,
-    OutputExistsError,
-    VerifyError,
-)
+# No import runs here, not even typing's: `python -m danbert_convert` imports this package
+# before __main__ can turn Ctrl-C into "interrupted", and `danbert --help` pays for every
+# module loaded. (Type checkers take this TYPE_CHECKING as typing's.)
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from danbert_convert.errors import (
+        DanbertError,
+        DownloadError,
+        InputError,
+        OutputExistsError,
+        VerifyError,
+    )
     from danbert_convert.models import DEFAULT_MODEL, RELEASES, Release
     from danbert_convert.stages.convert import ConvertResult, convert
     from danbert_convert.stages.fetch import FetchResult, fetch
@@ -55,6 +54,11 @@ _LAZY = {
     "RELEASES": "models",
     "Release": "models",
     "DEFAULT_MODEL": "models",
+    "DanbertError": "errors",
+    "InputError": "errors",
+    "OutputExistsError": "errors",
+    "DownloadError": "errors",
+    "VerifyError": "errors",
 }
 
 __all__ = [
@@ -83,11 +87,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """Import a public name's module on first use (PEP 562), and keep the name."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
     value = getattr(import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # later lookups find it directly
     return value
