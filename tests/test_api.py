@@ -139,8 +139,10 @@ def test_py_typed_marker_is_in_the_package() -> None:
 
 # --- the parameters are the CLI's options ----------------------------------------------------
 
-# CLI parameter -> API parameter, where the names differ; None: output only (no API meaning).
-RENAMED = {"fmt": "format", "no_unpack": "do_unpack", "as_json": None}
+# CLI parameter -> API parameter, where the names differ; None: the command's own (output
+# and logging: the API returns results and logs to the `danbert_convert` logger).
+RENAMED = {"fmt": "format", "no_unpack": "do_unpack", "as_json": None, "quiet": None,
+           "verbose": None}  # fmt: skip
 PAIRS = [("fetch", "fetch"), ("convert", "convert"), ("verify", "verify"), ("all", "run_all"),
          ("inspect", "inspect_checkpoint")]  # fmt: skip
 REQUIRED = {"convert": ["SRC", "OUT"], "verify": ["OUT"], "inspect": ["SRC"]}
