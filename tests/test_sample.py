@@ -274,4 +274,5 @@ def test_wheel_holds_the_sample(tmp_path: Path) -> None:
         names = zf.namelist()
         assert zf.read("danbert_convert/data/danish_bert_sample.zip") == packaged_zip()
     assert "danbert_convert/data/danish_sample.txt" in names
+    assert "danbert_convert/py.typed" in names  # type checkers read the API's annotations
     assert not [n for n in names if n.startswith(("scripts/", "tests/"))]

@@ -16,7 +16,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 from danbert_convert.errors import DanbertError, InputError, OutputExistsError
 
 log = logging.getLogger(__name__)
+
+StrPath: TypeAlias = "str | os.PathLike[str]"
+"""A path the public functions take: a str or a path object."""
 
 HashT = TypeVar("HashT", bound="_Hash")
 

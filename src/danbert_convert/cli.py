@@ -316,10 +316,6 @@ def _check_one_source(urls: tuple[str, ...], from_path: Path | None) -> None:
         raise click.UsageError("--url and --from exclude each other: download, or use a local copy")
 
 
-def _timeouts(read: float) -> tuple[float, float]:
-    return (min(TIMEOUT[0], read), read)
-
-
 @cli.command()
 @click.argument("src", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
@@ -454,7 +450,7 @@ def fetch_cmd(
             do_unpack=not no_unpack,
             progress=progress_enabled(ctx),
             retries=retries,
-            timeout=_timeouts(timeout),
+            timeout=timeout,
         )
     except KeyboardInterrupt:
         log.warning(f"the partial download in {dest} is kept; run the same command to resume")
@@ -500,8 +496,15 @@ def verify_cmd(
     """Prove that the converted folder OUT loads and computes what the checkpoint computes."""
     from danbert_convert.stages.verify import verify
 
-    report = verify(out, against=against, reader=reader, expect=expect,
-                    sentences=sentences or None, write_card=write_card)  # fmt: skip
+    report = verify(
+        out,
+        against=against,
+        reader=reader,
+        expect=expect,
+        sentences=sentences or None,
+        progress=progress_enabled(ctx),
+        write_card=write_card,
+    )
     if not as_json:
         click.echo(report.table())
         report.raise_if_failed()
@@ -540,14 +543,7 @@ def verify_cmd(
 @click.option("-f", "--force", is_flag=True, help="Redo every stage.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def all_cmd(
-    ctx: click.Context,
-    model: str | None,
-    retries: int,
-    timeout: float,
-    as_json: bool,
-    **options: Any,
-) -> None:
+def all_cmd(ctx: click.Context, model: str | None, as_json: bool, **options: Any) -> None:
     """Fetch, convert and verify MODEL (default: the Danish v2 release) in one go.
 
     A stage whose result is already present and valid is not redone.
@@ -557,8 +553,7 @@ def all_cmd(
     from danbert_convert.stages.workflow import run_all
 
     reuse_freed_memory()
-    fetch_options = {"retries": retries, "timeout": _timeouts(timeout)}
-    result = run_all(model, progress=progress_enabled(ctx), fetch_options=fetch_options, **options)
+    result = run_all(model, progress=progress_enabled(ctx), **options)
     if as_json:
         _echo_json(ctx, {"ok": True, **result.to_dict()})
         return

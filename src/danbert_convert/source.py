@@ -6,9 +6,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from danbert_convert.checkpoint import data_files, find_checkpoint, normalize_prefix
 from danbert_convert.errors import InputError
+
+if TYPE_CHECKING:
+    from danbert_convert._fs import StrPath
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 REQUIRED_CONFIG_KEYS = (
@@ -42,7 +46,7 @@ class Source:
         return [*self.small_files(), *data_files(self.checkpoint)]
 
 
-def _find_file(src: Path, name: str, override: Path | None, what: str) -> Path:
+def _find_file(src: Path, name: str, override: StrPath | None, what: str) -> Path:
     path = Path(override) if override is not None else src / name
     if not path.is_file():
         raise InputError(f"{path}: {what} not found" + ("" if override else f" in {src}"))
@@ -134,11 +138,11 @@ def read_vocab(path: Path, vocab_size: int) -> list[str]:
 
 
 def discover(
-    src: Path,
+    src: StrPath,
     *,
-    checkpoint: Path | None = None,
-    config: Path | None = None,
-    vocab: Path | None = None,
+    checkpoint: StrPath | None = None,
+    config: StrPath | None = None,
+    vocab: StrPath | None = None,
 ) -> Source:
     """Locate and read the parts of a Google-BERT release folder; overrides win."""
     src = Path(src)

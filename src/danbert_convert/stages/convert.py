@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from danbert_convert import __version__
 from danbert_convert._fs import (
+    StrPath,
     atomic_dir,
     check_not_inside,
     check_writable_target,
@@ -60,13 +61,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ConvertResult:
+    """What `convert` wrote."""
+
     out: Path
+    """The model folder."""
     architecture: str
+    """The transformers class written, e.g. "BertForPreTraining"."""
     tensors: int
+    """Tensors in the weights file."""
     weight_bytes: int
+    """Their size in bytes, as written."""
     skipped: dict[str, str]
+    """Checkpoint variables left out, each with its reason (e.g. "Adam optimizer slot")."""
     files: list[str]
+    """The files written in `out`, by name."""
     warnings: list[str] = field(default_factory=list)
+    """What was also logged as warnings (vocab size, unknown variables, ...)."""
 
     def to_dict(self) -> dict[str, object]:
         return paths_as_strings(asdict(self))
@@ -118,12 +128,12 @@ def reuse_freed_memory() -> None:
 
 
 def convert(
-    src: Path,
-    out: Path,
+    src: StrPath,
+    out: StrPath,
     *,
-    checkpoint: Path | None = None,
-    config: Path | None = None,
-    vocab: Path | None = None,
+    checkpoint: StrPath | None = None,
+    config: StrPath | None = None,
+    vocab: StrPath | None = None,
     format: str = "safetensors",
     force: bool = False,
     ignore_unknown: bool = False,
@@ -137,19 +147,34 @@ def convert(
     provenance: dict[str, object] | None = None,
     card: bool = True,
 ) -> ConvertResult:
-    """Convert the release folder `src` into the model folder `out`.
+    """Convert the Google-BERT release folder `src` into the transformers model folder `out`.
 
-    `heads` (defaults.HEAD_SETTINGS) chooses the class written: auto, the one the checkpoint's heads
-    make up; all, every head of it (a pre-training checkpoint must have MLM and next-sentence);
-    mlm, BertForMaskedLM; none, BertModel. A head asked for and missing is an InputError; the
-    weights left out are in the manifest's skipped list with the choice as their reason.
-    `progress` is tqdm's `disable` inverted: None lets tqdm decide by the terminal.
-    `hash_sources` adds the data shards' SHA-256 to the manifest (the small source files are
-    always hashed; each converted tensor is checked against the index's CRC-32C regardless).
-    `provenance` (release, url, zip, zip_sha256: what `danbert fetch` got SRC from) is
-    recorded as given. `card` writes the model card README.md (its licence and credits from
-    the registry entry the provenance names); a README.md of the user's already in OUT is
-    carried over unchanged instead, card or not.
+    `out` appears complete or not at all (written beside it, then renamed into place).
+
+    - `checkpoint`: the checkpoint prefix, or its .index file (default: discovered in `src`).
+    - `config`, `vocab`: a bert_config.json and vocab.txt to use instead of `src`'s.
+    - `format`: the weights to write: "safetensors", "bin" (a PyTorch pickle) or "both".
+    - `force`: replace `out` if it exists and is not empty.
+    - `ignore_unknown`: convert even if the checkpoint has variables this tool does not
+      know (they are listed in `skipped` and warned about).
+    - `lowercase`: the tokenizer's casing (None: inferred from the vocab).
+    - `strip_accents`: True strips every accent, False none, as BERT does (None: strip all
+      but the accented letters the vocab holds, e.g. keep Danish å).
+    - `hidden_act`: the activation written to config.json (None: bert_config.json's).
+    - `heads` (defaults.HEAD_SETTINGS): the class written: "auto", the one the checkpoint's
+      heads make up; "all", every head of it (a pre-training checkpoint must have MLM and
+      next-sentence); "mlm", BertForMaskedLM; "none", BertModel. A head asked for and missing
+      is an InputError; weights left out are in `skipped` with the choice as their reason.
+    - `reader`: "auto" or "native" (the built-in reader), "tensorflow" (needs the tf extra).
+    - `progress`: False hides the progress bar; None lets tqdm decide (shown on a terminal).
+    - `hash_sources`: record the data shards' SHA-256 in the manifest too (the small source
+      files are always hashed; each converted tensor is checked against the index's CRC-32C).
+    - `provenance`: where `src` came from (release, url, zip, zip_sha256), recorded as given.
+    - `card`: write the model card README.md (licence and credits from the registry entry the
+      provenance names); a README.md of the user's already in `out` is carried over
+      unchanged instead, card or not.
+
+    Raises InputError (bad source), OutputExistsError (`out` not empty without `force`).
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, not {format!r}")

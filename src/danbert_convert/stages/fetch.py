@@ -34,7 +34,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from danbert_convert import __version__
-from danbert_convert._fs import BackgroundHasher, hash_file_into, sha256_file
+from danbert_convert._fs import BackgroundHasher, StrPath, hash_file_into, sha256_file
 from danbert_convert.defaults import RETRIES, TIMEOUT
 from danbert_convert.errors import DownloadError, InputError, one_line
 from danbert_convert.models import DEFAULT_MODEL, Release, get_release
@@ -96,19 +96,28 @@ class DownloadResult:
 
 @dataclass
 class FetchResult:
+    """What `fetch` got, and from where."""
+
     model: str | None
+    """The registry release, or None for `urls`/`from_path` alone."""
     source: str
     """The URL the zip came from, or the local path given with `from_path`."""
     zip_path: Path | None
+    """The verified zip (None for an unpacked folder given with `from_path`)."""
     sha256: str | None
+    """The zip's SHA-256 (None for an unpacked folder)."""
     size: int
+    """The zip's size in bytes (0 for an unpacked folder)."""
     downloaded: bool
     """False when an existing verified zip (or a local source) was used."""
     checkpoint_dir: Path
-    """What `danbert convert` takes."""
+    """What `convert` takes."""
     unpacked: bool
+    """True when the zip was unpacked in this call (False: already unpacked, or not asked)."""
     resumed_from: int = 0
+    """Bytes of an interrupted download that were kept and resumed from."""
     received: int = 0
+    """Bytes that came over the network."""
     tried: list[tuple[str, str]] = field(default_factory=list)
     """(url, what went wrong) for every source that failed before one worked."""
 
@@ -872,11 +881,11 @@ def _locked(zip_path: Path, created: list[Path]) -> Iterator[bool]:
 
 def fetch(
     model: str | None = None,
-    dest: Path = Path("."),
+    dest: StrPath = Path("."),
     *,
     urls: Sequence[str] = (),
     sha256: str | None = None,
-    from_path: Path | None = None,
+    from_path: StrPath | None = None,
     force: bool = False,
     do_unpack: bool = True,
     progress: bool | None = None,
@@ -884,20 +893,39 @@ def fetch(
     retries: int = RETRIES,
     backoff: float = BACKOFF,
     max_backoff: float = MAX_BACKOFF,
-    timeout: tuple[float, float] = TIMEOUT,
+    timeout: float | tuple[float, float] = TIMEOUT,
     max_total: int = MAX_TOTAL,
     max_ratio: float = MAX_RATIO,
 ) -> FetchResult:
-    """Get a release into `dest` and return where its checkpoint folder is.
+    """Get a release into `dest`, verified and unpacked; the result says where its checkpoint
+    folder is. An existing verified zip is not downloaded again.
 
-    `model` names a registry release (the default one if neither it nor `urls` is given);
-    `urls` replace the registry's sources. A release shipped as package data (the sample) is
-    copied from this package instead of downloaded, then checked and unpacked the same way.
-    `from_path` takes a local zip or unpacked folder instead of downloading (not both). An
-    existing verified zip is not downloaded again.
+    - `model`: a registry release name (`RELEASES`; default: the Danish v2 release, unless
+      `urls` or `from_path` is given). The bundled sample is copied from package data.
+    - `dest`: the folder for the zip and the unpacked release.
+    - `urls`: download from these, tried in order, instead of the registry's sources.
+    - `sha256`: the zip's expected SHA-256 (default: the registry's, where known).
+    - `from_path`: a local zip (checked, unpacked into `dest`) or unpacked folder (used where
+      it is) instead of downloading; excludes `urls`.
+    - `force`: download and unpack again even if present (an untrusted zip included).
+    - `do_unpack`: False only downloads and verifies the zip.
+    - `progress`: False hides the progress bars; None lets tqdm decide (shown on a terminal).
+    - `on_progress`: called after every chunk with (bytes on disk, total or None).
+    - `retries`: retries per source after failures that made no progress.
+    - `backoff`, `max_backoff`: seconds before the first retry, doubling up to this cap.
+    - `timeout`: seconds to wait for data, or (connect, read); connecting waits at most 10 s.
+    - `max_total`, `max_ratio`: refuse a download or unpacked size over `max_total` bytes, or
+      a compression ratio over `max_ratio` (zip bombs).
+
+    Raises DownloadError when every source fails or the zip is not what was expected,
+    InputError for an unknown release or a missing `from_path`, ValueError for `urls` with
+    `from_path`. A KeyboardInterrupt keeps the partial download, for the next call to resume.
     """
+    if isinstance(urls, str):  # one URL, not its characters
+        urls = (urls,)
     if urls and from_path is not None:
         raise ValueError("urls and from_path exclude each other: download, or use a local copy")
+    timeout = _timeouts(timeout)
     dest = Path(dest)
     expected = check_sha256(sha256) if sha256 else None
     release: Release | None = None
@@ -975,6 +1003,13 @@ def fetch(
                 ) from None
             result.checkpoint_dir, result.unpacked = u.checkpoint_dir, u.unpacked
     return result
+
+
+def _timeouts(timeout: float | tuple[float, float]) -> tuple[float, float]:
+    """(connect, read) seconds: a single number is the read timeout, as the CLI's --timeout."""
+    if isinstance(timeout, tuple):
+        return timeout
+    return (min(TIMEOUT[0], timeout), timeout)
 
 
 def _fetch_local(

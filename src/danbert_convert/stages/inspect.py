@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from danbert_convert.checkpoint import find_checkpoint, normalize_prefix
 from danbert_convert.errors import InputError
@@ -17,11 +18,16 @@ from danbert_convert.source import read_config, read_vocab
 from danbert_convert.tfbundle import BundleReader
 from danbert_convert.tokenizer import VocabReport, vocab_report
 
+if TYPE_CHECKING:
+    from danbert_convert._fs import StrPath
+
 WEIGHTS, OPTIMIZER, OTHER = "weights", "optimizer_state", "other_skipped"
 
 
 @dataclass(frozen=True)
 class Variable:
+    """One checkpoint variable, and what convert makes of it."""
+
     name: str
     shape: list[int]
     dtype: str  # as stored, spelled as numpy does ("bfloat16" and "string" have no numpy type)
@@ -33,6 +39,8 @@ class Variable:
 
 @dataclass(frozen=True)
 class Listing:
+    """What `inspect_checkpoint` found: the variables, and the vocab as convert would see it."""
+
     checkpoint: str  # the .index file
     config: str | None
     architecture: str | None  # the transformers class convert would write, if known
@@ -64,9 +72,11 @@ class Listing:
 
 
 def _locate(
-    src: Path, config: Path | None, vocab: Path | None
+    src: Path, config: StrPath | None, vocab: StrPath | None
 ) -> tuple[Path, Path | None, Path | None]:
     """The checkpoint prefix and, if found, the bert_config.json and vocab.txt beside it."""
+    config = None if config is None else Path(config)
+    vocab = None if vocab is None else Path(vocab)
     if src.is_dir():
         prefix = find_checkpoint(src)
         folder = src
@@ -81,13 +91,18 @@ def _locate(
 
 
 def inspect_checkpoint(
-    src: Path, *, config: Path | None = None, vocab: Path | None = None
+    src: StrPath, *, config: StrPath | None = None, vocab: StrPath | None = None
 ) -> Listing:
-    """List the variables of the checkpoint in folder (or at prefix) `src`, and its vocab.
+    """List the variables of the checkpoint in `src` (a folder, a prefix or its .index file),
+    and its vocab. Reads only the .index file, so the data file need not be there.
 
-    With a bert_config.json, names map exactly as `convert` would map them (its plan); without
-    one, or when convert would refuse the checkpoint, by the name table alone. The vocab is
-    reported as convert would tokenize with it (its default rule).
+    - `config`: a bert_config.json (default: the one beside the checkpoint, if any). With
+      one, names map exactly as `convert` would map them; without one, or when convert would
+      refuse the checkpoint (`Listing.problem` says why), by the name table alone.
+    - `vocab`: a vocab.txt (default: the one beside the checkpoint, if any), reported as
+      convert would tokenize with it (its default rule).
+
+    Raises InputError when no checkpoint is found or its .index is damaged.
     """
     prefix, config, vocab = _locate(Path(src), config, vocab)
     with BundleReader(prefix) as reader:

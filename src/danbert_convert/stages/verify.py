@@ -14,8 +14,9 @@ import logging
 import os
 import sys
 import threading
+import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -25,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from danbert_convert import card
-from danbert_convert._fs import sha256_file
+from danbert_convert._fs import StrPath, sha256_file
 from danbert_convert.checkpoint import count_nonfinite, open_checkpoint
+from danbert_convert.defaults import READERS
 from danbert_convert.errors import InputError, VerifyError, one_line
 from danbert_convert.mapping import HEADS, Architecture, architecture, group_of
 from danbert_convert.reference import ACTIVATIONS, Outputs, forward, variable_shapes
@@ -70,17 +72,34 @@ PASS, FAIL, INFO, SKIP = "pass", "fail", "info", "skip"
 
 @dataclass
 class Check:
+    """One check's outcome."""
+
     name: str
+    """"files", "weights", "tokenizer", "parity" or "fill-mask"."""
     status: str
+    """"pass", "fail", "info" (informative, as fill-mask without `expect`) or "skip"."""
     figure: str = ""
+    """The headline figure, e.g. "worst mlm 3.3e-16 <= 5.5e-08"."""
     detail: str = ""
-    data: dict[str, Any] = field(default_factory=dict)  # the numbers, for --json
+    """What was checked, or what failed (one line)."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """The numbers behind the figure (parity's differences, the tokenizer's counts)."""
 
 
 @dataclass
 class Report:
+    """What `verify` found: every check, in the order run."""
+
     model: Path
+    """The model folder verified."""
     checks: list[Check] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """The report back from its `to_dict()` form (as saved in danbert-verify.json)."""
+        keys = ("name", "status", "figure", "detail", "data")
+        checks = [Check(**{k: c[k] for k in keys if k in c}) for c in data.get("checks", [])]
+        return cls(Path(data["model"]), checks)
 
     @property
     def ok(self) -> bool:
@@ -158,8 +177,9 @@ class _State:
     inputs parity gives the model.
     """
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, progress: bool | None = None) -> None:
         self.out = out
+        self.progress = progress
         self.manifest = read_manifest(out)
         self.config: Any = None
         self.model: Any = None
@@ -194,6 +214,11 @@ class _State:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
+    def step(self, message: str) -> None:
+        """A progress line: INFO on the package's logger, unless progress is off."""
+        if self.progress is not False:
+            log.info("verify: %s", message)
+
     def close(self) -> None:
         """Stop the worker (the reference at its next variable) and wait for it."""
         self._stop.set()
@@ -202,29 +227,50 @@ class _State:
 
 
 def verify(
-    out: Path,
+    out: StrPath,
     *,
-    against: Path | None = None,
+    against: StrPath | None = None,
     reader: str = "auto",
     expect: str | None = None,
-    sentences: tuple[str, ...] | None = None,
+    sentences: Sequence[str] | None = None,
+    progress: bool | None = None,
     write_card: bool = False,
 ) -> Report:
-    """Run every check on the converted folder `out`; never raises for a failed check.
+    """Run every check on the model folder `out` that `convert` wrote, and report each one.
 
-    `write_card` (re)writes the model card OUT/README.md with the result when every check
-    passes; a README.md of the user's there is refused (OutputExistsError) before any check.
+    - `against`: the source release folder for parity (default: the one recorded in the
+      manifest; with neither, parity is skipped).
+    - `reader`: how parity reads the checkpoint: "auto" or "native" (built in), "tensorflow".
+    - `expect`: a token that must be among the first fill-mask sentence's top 5 (without it
+      fill-mask is informative).
+    - `sentences`: fill-mask sentences, one [MASK] each (default: built-in Danish ones).
+    - `progress`: False logs no step lines; otherwise each step is an INFO record of the
+      `danbert_convert` logger ("verify: [2/5] weights: ...").
+    - `write_card`: (re)write the model card OUT/README.md with the result when every check
+      passes; a README.md of the user's there is refused (OutputExistsError) before any check.
+
+    A failed check does not raise: see `Report.ok` and `Report.raise_if_failed()`. Raises
+    InputError when `out` is not a folder or its manifest is unreadable, ValueError for an
+    unknown `reader`.
     """
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {READERS}, not {reader!r}")
     out = Path(out)
     if not out.is_dir():
         raise InputError(f"{out}: not a folder")
+    if isinstance(sentences, str):  # one sentence, not its characters
+        sentences = (sentences,)
     if write_card:
         card.check_writable(out / card.CARD_NAME)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    st = _State(out)
+    st = _State(out, progress)
     report = Report(out)
     try:
-        st.start(against, reader)
+        st.start(None if against is None else Path(against), reader)
+        st.step(_source_line(st))
+        if not {"torch", "transformers"} <= sys.modules.keys():
+            st.step("importing torch and transformers")  # seconds: said before, not after
+        import torch  # noqa: F401 - every check needs it; the worker runs meanwhile
         from transformers.utils import logging as hf_logging
 
         # Their load reports and bars would drown the table; our checks read the loading info.
@@ -232,7 +278,7 @@ def verify(
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         try:
-            _run_checks(st, report, reader, expect, sentences)
+            _run_checks(st, report, reader, expect, tuple(sentences or SMOKE_SENTENCES))
         finally:
             hf_logging.set_verbosity(verbosity)
             hf_logging.enable_progress_bar()
@@ -245,28 +291,69 @@ def verify(
     return report
 
 
+def _source_line(st: _State) -> str:
+    """The first step line: the folder, and the checkpoint parity will compare it with."""
+    try:
+        source = st.source()
+    except Exception:  # noqa: BLE001 - parity reports it, in its turn
+        return f"{st.out}: the source for parity cannot be read (parity will say why)"
+    if source is None:
+        return f"{st.out}: no source checkpoint, parity will be skipped"
+    return f"{st.out} against {_shown(source.checkpoint)}"
+
+
+def _shown(path: Path) -> Path:
+    """A path as a person reads it: without `..` (the manifest's source is relative to OUT),
+    relative to the current folder when inside it."""
+    try:
+        path = path.resolve()
+        return path.relative_to(Path.cwd().resolve())
+    except (OSError, RuntimeError, ValueError):  # a symlink loop; outside the current folder
+        return path
+
+
 def _run_checks(
     st: _State,
     report: Report,
     reader: str,
     expect: str | None,
-    sentences: tuple[str, ...] | None,
+    sentences: tuple[str, ...],
 ) -> None:
-    steps: tuple[tuple[str, Callable[[_State], Check]], ...] = (
-        ("files", _check_files),
-        ("weights", _check_weights),
-        ("tokenizer", _check_tokenizer),
-        ("parity", lambda s: _check_parity(s, reader)),
-        ("fill-mask", lambda s: _check_smoke(s, expect, sentences or SMOKE_SENTENCES)),
-    )
-    for name, step in steps:
+    # Each check with its step line, said as it begins (some depend on what the checks
+    # before found): where the seconds go.
+    steps: tuple[tuple[str, Callable[[], str], Callable[[_State], Check]], ...] = (
+        ("files", lambda: "config.json, the weight files' SHA-256 and sizes",
+         _check_files),
+        ("weights", lambda: f"loading {_class_name(st)} and AutoModel with transformers",
+         _check_weights),
+        ("tokenizer", lambda: "every whole word of vocab.txt through the fast and slow "
+         "tokenizers", _check_tokenizer),
+        ("parity", lambda: "the model against a numpy forward pass over the checkpoint, "
+         "in float64", lambda s: _check_parity(s, reader)),
+        ("fill-mask", lambda: f"{_plural(len(sentences), 'sentence')} through "
+         "pipeline('fill-mask')", lambda s: _check_smoke(s, expect, sentences)),
+    )  # fmt: skip
+    for i, (name, what, step) in enumerate(steps, 1):
+        st.step(f"[{i}/{len(steps)}] {name}: {what()}")
+        start = time.perf_counter()
         try:
             check = step(st)
         except Exception as e:  # noqa: BLE001 - whatever a check trips on is its failure
             log.debug("%s raised", name, exc_info=True)
             check = Check(name, FAIL, type(e).__name__, one_line(e))
-        log.debug("%s: %s %s %s", check.name, check.status, check.figure, check.detail)
+        log.debug("%s: %s %s %s (%.1f s)", check.name, check.status, check.figure,
+                  check.detail, time.perf_counter() - start)  # fmt: skip
         report.checks.append(check)
+
+
+def _class_name(st: _State) -> str:
+    """The class config.json names, for the weights step's line."""
+    names = getattr(st.config, "architectures", None) or ["the model"]
+    return str(names[0])
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _check_files(st: _State) -> Check:
@@ -1007,6 +1094,8 @@ def _early_outputs(st: _State, batch: dict[str, np.ndarray], arch: Architecture)
     """The worker's reference, if it was computed on `batch` for `arch`; what it raised is
     raised here."""
     st.waiting.set()
+    if st.early is not None and not st.early.done():
+        st.step("parity: waiting for the reference forward pass, begun at the start")
     early = st.early.result() if st.early is not None else None
     st.early = None  # its arrays are the caller's now, or garbage
     if early is None:
@@ -1049,7 +1138,10 @@ def _check_parity(st: _State, reader: str) -> Check:
         mismatch = _source_mismatch(ckpt, source, st.config, arch)
         if mismatch:
             return Check("parity", FAIL, "source differs", mismatch)
-        ref = _early_outputs(st, batch, arch) or _reference(ckpt, source, batch, expected_act, arch)
+        ref = _early_outputs(st, batch, arch)
+        if ref is None:
+            st.step("parity: the reference forward pass over the checkpoint's variables")
+            ref = _reference(ckpt, source, batch, expected_act, arch)
     except InputError as e:
         return Check("parity", FAIL, "source", str(e))
     finally:

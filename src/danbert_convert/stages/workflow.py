@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from danbert_convert._fs import sha256_file, write_json
+from danbert_convert._fs import StrPath, sha256_file, write_json
 from danbert_convert.card import update_card
-from danbert_convert.defaults import DEFAULT_DEST
+from danbert_convert.defaults import DEFAULT_DEST, RETRIES, TIMEOUT
 from danbert_convert.errors import DanbertError
 from danbert_convert.models import DEFAULT_MODEL
 from danbert_convert.stages.convert import convert, paths_as_strings
@@ -29,18 +29,28 @@ T = TypeVar("T")
 
 @dataclass
 class StageTime:
+    """One stage of `run_all`: how long it took, and whether its earlier result was kept."""
+
     stage: str
+    """"fetch", "convert" or "verify"."""
     seconds: float
     skipped: bool
+    """True when the stage found its result present and valid and only checked it."""
 
 
 @dataclass
 class AllResult:
+    """What `run_all` made."""
+
     out: Path
+    """The model folder."""
     checkpoint_dir: Path
+    """The checkpoint folder fetched (convert's source)."""
     architecture: str
+    """The transformers class written, e.g. "BertForPreTraining"."""
     stages: list[StageTime] = field(default_factory=list)
-    report: dict[str, Any] | None = None
+    report: Report | None = None
+    """verify's report (the saved one when verify was skipped)."""
 
     def to_dict(self) -> dict[str, object]:
         return paths_as_strings(asdict(self))
@@ -54,7 +64,7 @@ class AllResult:
         )
 
 
-def default_out(model: str | None, urls: Sequence[str], from_path: Path | None) -> Path:
+def default_out(model: str | None, urls: Sequence[str], from_path: StrPath | None) -> Path:
     """`./<release name>` for a registry release, else `./danbert-model`."""
     if model is None and (urls or from_path is not None):
         return Path("danbert-model")
@@ -154,7 +164,7 @@ def _manifest_digest(out: Path) -> str:
     return sha256_file(out / MANIFEST_NAME)
 
 
-def _verified(out: Path) -> dict[str, Any] | None:
+def _verified(out: Path) -> Report | None:
     """The saved passing report for the conversion now in OUT, if there is one."""
     path = out / VERIFY_NAME
     try:
@@ -163,34 +173,51 @@ def _verified(out: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(saved, dict):
         return None
-    if saved.get("ok") and saved.get("manifest_sha256") == _manifest_digest(out):
-        return saved
-    return None
+    if not (saved.get("ok") and saved.get("manifest_sha256") == _manifest_digest(out)):
+        return None
+    try:
+        return Report.from_dict(saved)
+    except (KeyError, TypeError, AttributeError):  # edited: verify again
+        return None
 
 
 def run_all(
     model: str | None = None,
     *,
-    dest: Path = DEFAULT_DEST,
-    out: Path | None = None,
+    dest: StrPath = DEFAULT_DEST,
+    out: StrPath | None = None,
     urls: Sequence[str] = (),
     sha256: str | None = None,
-    from_path: Path | None = None,
+    from_path: StrPath | None = None,
+    retries: int = RETRIES,
+    timeout: float | tuple[float, float] = TIMEOUT,
     force: bool = False,
     reader: str = "auto",
     hidden_act: str | None = None,
     heads: str = "auto",
     expect: str | None = None,
     progress: bool | None = None,
-    fetch_options: dict[str, Any] | None = None,
     card: bool = True,
 ) -> AllResult:
     """fetch -> convert -> verify; a stage whose result is present and valid is not redone.
 
-    A conversion in OUT made with other `heads` (or `hidden_act`) is redone.
-    `card`: OUT/README.md is the model card, with verify's result once it passed (also when
-    that result is the saved one); a README.md of the user's is kept as it is.
+    - `model`, `urls`, `sha256`, `from_path`, `retries`, `timeout`: as for `fetch`.
+    - `dest`: the working folder for the zip and the unpacked release.
+    - `out`: the model folder (default: ./MODEL, or ./danbert-model with `urls`/`from_path`).
+    - `force`: redo every stage (download, unpack, convert over `out`, verify).
+    - `reader`, `hidden_act`, `heads`: as for `convert` (`reader` for verify's parity too); a
+      conversion in `out` made with other `heads` or `hidden_act` is redone.
+    - `expect`: as for `verify`.
+    - `progress`: as for `fetch`, `convert` and `verify`.
+    - `card`: OUT/README.md is the model card, with verify's result once it passed (also when
+      that result is the saved one); a README.md of the user's is kept as it is.
+
+    Raises the first stage's error, its message prefixed with the stage ("convert stage: ...");
+    VerifyError when a check fails. A conversion of the same checkpoint with the same
+    settings, and a passing verification of it (danbert-verify.json), are kept.
     """
+    if isinstance(urls, str):
+        urls = (urls,)
     out = Path(out) if out is not None else default_out(model, urls, from_path)
     result = AllResult(out, Path(dest), "")
     fetched = _stage(
@@ -198,7 +225,7 @@ def run_all(
         result,
         False,
         lambda: fetch(model, Path(dest), urls=urls, sha256=sha256, from_path=from_path,
-                      force=force, progress=progress, **(fetch_options or {})),
+                      force=force, progress=progress, retries=retries, timeout=timeout),
     )  # fmt: skip
     result.stages[-1].skipped = not (fetched.downloaded or fetched.unpacked)
     result.checkpoint_dir = fetched.checkpoint_dir
@@ -229,10 +256,11 @@ def run_all(
         return result
 
     def run_verify() -> Report:
-        report = verify(out, against=fetched.checkpoint_dir, reader=reader, expect=expect)
+        report = verify(out, against=fetched.checkpoint_dir, reader=reader, expect=expect,
+                        progress=progress)  # fmt: skip
         data = {**report.to_dict(), "manifest_sha256": _manifest_digest(out)}
         write_json(out / VERIFY_NAME, data)
-        result.report = data
+        result.report = report
         if not report.ok:
             log.info("%s", report.table())
         report.raise_if_failed()
