@@ -53,7 +53,11 @@ class AllResult:
     """verify's report (the saved one when verify was skipped)."""
 
     def to_dict(self) -> dict[str, object]:
-        return paths_as_strings(asdict(self))
+        """The `all --json` document: `report` as danbert-verify.json saves it."""
+        d = paths_as_strings({**asdict(self), "report": None})
+        if self.report is not None:
+            d["report"] = {**self.report.to_dict(), "manifest_sha256": _manifest_digest(self.out)}
+        return d
 
     def python_lines(self) -> str:
         """The two lines of Python that load the result."""
