@@ -806,3 +806,31 @@ def test_worker_ends_with_verify_when_checks_fail_early(copy):
     report = verify(copy)
     assert _statuses(report)["parity"] == "skip"
     assert not _workers()
+
+
+def test_process_leaves_after_verify_with_its_code_its_output_and_exit_handlers(
+    good: Path, copy: Path, tmp_path: Path
+) -> None:
+    """__main__ skips the interpreter's teardown of torch once verify is done: the exit status,
+    every line of stdout (a pipe to a file) and the exit handlers must all still be there."""
+    marker = tmp_path / "atexit-ran"
+    script = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+        "sys.argv = ['danbert', *sys.argv[1:]]\n"
+        "from danbert_convert.__main__ import main\n"
+        "main()\n"
+    )
+    (copy / "config.json").write_text(
+        (copy / "config.json").read_text().replace('"gelu"', '"relu"')
+    )
+    for folder, code in ((good, 0), (copy, 6)):
+        marker.unlink(missing_ok=True)
+        with open(tmp_path / "stdout", "w") as stdout:
+            args = [sys.executable, "-c", script, "-q", "verify", str(folder)]
+            r = subprocess.run(args, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=600)
+        lines = (tmp_path / "stdout").read_text().splitlines()
+        assert r.returncode == code, r.stderr
+        assert lines[0] == f"{folder}:" and len(lines) == 7, lines
+        assert lines[-1] == ("all checks passed" if code == 0 else "verification FAILED"), lines
+        assert marker.read_text() == "yes"

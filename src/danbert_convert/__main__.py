@@ -43,6 +43,16 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    if "torch" in sys.modules and (code is None or isinstance(code, int)):
+        # After verify, the interpreter's own teardown (every module of torch and transformers
+        # freed object by object) takes 1.5 s of BERT-base's 15: run the exit handlers, flush
+        # the output, and leave without it.
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
     sys.exit(code)
 
 
