@@ -801,6 +801,19 @@ def test_parity_uses_the_workers_reference_only_for_the_same_inputs(copy, full_r
     assert not _workers()
 
 
+def test_tensorflow_reader_computes_the_reference_on_the_main_thread(good, caplog):
+    """The TF reader stays off the worker thread (importing TensorFlow in one thread while torch
+    imports in another is nothing either library promises to support); the check named it
+    "tf", which no reader is called, so TensorFlow ran on the worker."""
+    pytest.importorskip("tensorflow")
+    caplog.set_level(logging.DEBUG, logger="danbert_convert.stages.verify")
+    assert _check(verify(good, reader="tensorflow"), "parity").status == "pass"
+    assert "the worker computed the reference" not in caplog.text
+    caplog.clear()
+    assert _check(verify(good, reader="native"), "parity").status == "pass"
+    assert "the worker computed the reference on these inputs" in caplog.text
+
+
 def test_worker_ends_with_verify_when_checks_fail_early(copy):
     (copy / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
     report = verify(copy)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from danbert_convert import card
-from danbert_convert._fs import StrPath, sha256_file
+from danbert_convert._fs import StrPath, leave_signals_to_main_thread, sha256_file
 from danbert_convert.checkpoint import count_nonfinite, open_checkpoint
 from danbert_convert.defaults import READERS
 from danbert_convert.errors import InputError, VerifyError, one_line
@@ -198,11 +198,15 @@ class _State:
             self._source = _find_source(self, against)
         except Exception as e:  # noqa: BLE001 - parity reports it, in its turn
             self._source_error = e
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="danbert-verify")
+        self._pool = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="danbert-verify",
+            initializer=leave_signals_to_main_thread,
+        )
         for name in (self.manifest or {}).get("outputs", {}):
             if name in (WEIGHTS_NAME, BIN_NAME) and (self.out / name).is_file():
                 self.digests[name] = self._pool.submit(sha256_file, self.out / name)
-        if self._source is not None and reader != "tf":  # TensorFlow: main thread only
+        if self._source is not None and reader != "tensorflow":  # TensorFlow: main thread only
             self.early = self._pool.submit(_early_reference, self, self._source, reader)
 
     def source(self) -> Source | None:
