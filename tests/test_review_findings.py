@@ -70,3 +70,19 @@ def test_published_folder_holds_no_absolute_path(tmp_path: Path) -> None:
         if f.suffix in (".json", ".md", ".txt"):
             assert str(tmp_path) not in f.read_text("utf-8"), f.name
     shutil.rmtree(out)
+
+
+def test_printed_python_lines_are_python_for_any_path(tmp_path: Path) -> None:
+    """`all` ends with two lines of Python to copy; a Windows path (C:\\Users\\...) or a path
+    with a quote must still be a string literal of that path."""
+    from danbert_convert.stages.workflow import AllResult
+
+    for name in ("C:\\Users\\alice\\danish-bert", 'my "model"'):
+        out = tmp_path / name
+        namespace: dict[str, object] = {}
+        code = AllResult(out, tmp_path, "BertModel").python_lines()
+        code = code.replace("AutoTokenizer.from_pretrained", "str").replace(
+            "AutoModel.from_pretrained", "str"
+        )
+        exec(compile(code, "<printed>", "exec"), namespace)
+        assert namespace["model"] == str(out.resolve())
