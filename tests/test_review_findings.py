@@ -86,3 +86,17 @@ def test_printed_python_lines_are_python_for_any_path(tmp_path: Path) -> None:
         )
         exec(compile(code, "<printed>", "exec"), namespace)
         assert namespace["model"] == str(out.resolve())
+
+
+def test_release_named_with_an_unpacked_from_folder_is_credited(tmp_path: Path) -> None:
+    """`danbert all NAME --from FOLDER/` names the release as clearly as with a zip: the card
+    must carry its licence and credits, not "unknown"."""
+    work = tmp_path / "work"
+    _all(SAMPLE, "--dest", str(work), "--out", str(tmp_path / "sample"))
+    folder = tmp_path / "danish_bert_uncased_v2"
+    shutil.copytree(work / "danish_bert_sample", folder)
+    out = tmp_path / "model"
+    _all("danish-bert-uncased-v2", "--from", str(folder), "--dest", str(tmp_path / "w2"),
+         "--out", str(out))  # fmt: skip
+    text = (out / "README.md").read_text()
+    assert "license: unknown" not in text, text[:400]
