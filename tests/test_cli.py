@@ -206,7 +206,7 @@ def test_fetch_json_interrupted(tmp_path):
 
 HEAVY = ("numpy", "requests", "tqdm", "tokenizers", "torch", "transformers", "tensorflow",
          "danbert_convert.stages.fetch", "danbert_convert.stages.convert",
-         "danbert_convert.checkpoint", "danbert_convert.stages.verify",
+         "danbert_convert.readers.base", "danbert_convert.stages.verify",
          "danbert_convert.stages.workflow")  # fmt: skip
 
 

@@ -27,10 +27,10 @@ import numpy as np
 
 from danbert_convert import card
 from danbert_convert._fs import StrPath, sha256_file
-from danbert_convert.checkpoint import count_nonfinite, open_checkpoint
 from danbert_convert.defaults import READERS
 from danbert_convert.errors import InputError, VerifyError, one_line
 from danbert_convert.mapping import HEADS, Architecture, architecture, group_of
+from danbert_convert.readers.base import count_nonfinite, open_checkpoint
 from danbert_convert.reference import ACTIVATIONS, Outputs, forward, variable_shapes
 from danbert_convert.source import (
     REQUIRED_CONFIG_KEYS,
