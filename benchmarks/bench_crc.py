@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_convert import generate  # noqa: E402
 
-from danbert_convert.mapping import skip_reason  # noqa: E402
+from danbert_convert.families.bert import skip_reason  # noqa: E402
 from danbert_convert.readers import bundle  # noqa: E402
 
 

@@ -209,7 +209,7 @@ def test_classifier_num_labels_agreeing_with_the_head_is_kept(release, tmp_path)
 def test_plan_refuses_non_integer_sizes_from_any_caller():
     """inspect hands plan() a config read without read_config's checks."""
     from danbert_convert.errors import InputError
-    from danbert_convert.mapping import plan
+    from danbert_convert.families.bert import plan
     from danbert_convert.readers.base import VariableInfo
 
     names = bert_variables(TINY_CONFIG)

@@ -29,7 +29,7 @@ from danbert_convert._fs import (
 from danbert_convert.card import CARD_NAME, carry_users_readme, kept_message, write_card
 from danbert_convert.defaults import FORMATS, HEAD_SETTINGS, HIDDEN_ACTS
 from danbert_convert.errors import InputError
-from danbert_convert.mapping import Plan, TensorPlan, plan
+from danbert_convert.families.bert import Plan, TensorPlan, plan
 from danbert_convert.readers.base import check_finite, open_checkpoint
 from danbert_convert.readers.tensorflow import TensorFlowReader
 from danbert_convert.source import Source, data_files, discover

@@ -29,9 +29,9 @@ from danbert_convert import card
 from danbert_convert._fs import StrPath, sha256_file
 from danbert_convert.defaults import READERS
 from danbert_convert.errors import InputError, VerifyError, one_line
-from danbert_convert.mapping import HEADS, Architecture, architecture, group_of
+from danbert_convert.families.bert import HEADS, Architecture, architecture, group_of
+from danbert_convert.families.bert_reference import ACTIVATIONS, Outputs, forward, variable_shapes
 from danbert_convert.readers.base import count_nonfinite, open_checkpoint
-from danbert_convert.reference import ACTIVATIONS, Outputs, forward, variable_shapes
 from danbert_convert.source import (
     REQUIRED_CONFIG_KEYS,
     Source,
@@ -969,7 +969,7 @@ def _reference(
 
     Only the heads (and pooler) `arch` has are computed: a head the checkpoint has and the
     class leaves out (--heads) is not compared. The table only says which outputs; how each
-    is computed stays reference.py's own.
+    is computed stays bert_reference.py's own.
     """
     return forward(_source_reader(ckpt, before), source.config, batch["input_ids"],
                    batch["token_type_ids"], batch["attention_mask"], hidden_act=act,
