@@ -219,7 +219,9 @@ def main() -> None:
     args = parser.parse_args()
     digest = make(args.out)
     print(f"{args.out}: {args.out.stat().st_size} bytes, sha256 {digest}")
-    print("update sha256 and size of danish-bert-sample in src/danbert_convert/models.py")
+    print(
+        "update sha256 and size of danish-bert-sample in src/danbert_convert/releases/registry.py"
+    )
 
 
 if __name__ == "__main__":
