@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from httpserver import Behaviour, Server
 
 from danbert_convert.cli import COMMANDS, cli
+from danbert_convert.output.manifest import MANIFEST_NAME
 from danbert_convert.stages.fetch import fetch
-from danbert_convert.writer import MANIFEST_NAME
 
 pytestmark = pytest.mark.usefixtures("local_network")
 

@@ -344,7 +344,7 @@ def test_out_not_empty_refused_then_forced(full_release, tmp_path):
 
 
 def test_interrupt_mid_write_leaves_nothing(full_release, tmp_path, monkeypatch):
-    import danbert_convert.writer as writer
+    import danbert_convert.output.writer as writer
 
     calls = []
     real = writer.transform

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from danbert_convert.errors import InputError
 from danbert_convert.families.bert import match, plan, skip_reason
+from danbert_convert.output.tokenizer import VocabReport, vocab_report
 from danbert_convert.readers.bundle import BundleReader
 from danbert_convert.source import find_checkpoint, normalize_prefix, read_config, read_vocab
-from danbert_convert.tokenizer import VocabReport, vocab_report
 
 if TYPE_CHECKING:
     from danbert_convert._fs import StrPath

@@ -25,12 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from danbert_convert import card
 from danbert_convert._fs import StrPath, sha256_file
 from danbert_convert.defaults import READERS
 from danbert_convert.errors import InputError, VerifyError, one_line
 from danbert_convert.families.bert import HEADS, Architecture, architecture, group_of
 from danbert_convert.families.bert_reference import ACTIVATIONS, Outputs, forward, variable_shapes
+from danbert_convert.output import card
+from danbert_convert.output.manifest import MANIFEST_NAME, source_paths
+from danbert_convert.output.tokenizer import TRANSLITERATION, Rule, never_produced, rule_for
+from danbert_convert.output.tokenizer import _is_marker as is_marker
+from danbert_convert.output.writer import BIN_NAME, WEIGHTS_NAME
 from danbert_convert.readers.base import count_nonfinite, open_checkpoint
 from danbert_convert.source import (
     REQUIRED_CONFIG_KEYS,
@@ -39,9 +43,6 @@ from danbert_convert.source import (
     read_config,
     read_vocab,
 )
-from danbert_convert.tokenizer import TRANSLITERATION, Rule, never_produced, rule_for
-from danbert_convert.tokenizer import _is_marker as is_marker
-from danbert_convert.writer import BIN_NAME, MANIFEST_NAME, WEIGHTS_NAME, source_paths
 
 log = logging.getLogger(__name__)
 
