@@ -24,7 +24,8 @@ CC BY-SA 4.0 (https://github.com/rspeer/wordfreq).
 Reproducible: fixed seeds, a fixed order, zip entries with fixed timestamps and permissions.
 The members' bytes (checkpoint index and data included) come out identical; the .meta graph
 carries TensorFlow's version, so it is byte-identical only with the same TensorFlow, and the
-compressed zip only with the same zlib as well. tests/test_sample.py checks what is claimed.
+compressed zip only with the same zlib as well. tests/releases/test_sample.py checks what is
+claimed.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import danbert_convert
 from danbert_convert.cli import cli
 from danbert_convert.releases import registry
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SRC = Path(danbert_convert.__file__).resolve().parent.parent
 NAME = "danish-bert-sample"
 TOP = "danish_bert_sample"
