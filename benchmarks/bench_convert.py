@@ -11,7 +11,7 @@ Contenders, each a fresh subprocess:
   (a) copy: the byte range of every weight tensor from the data file into one output file,
       in-process: the I/O floor of any converter;
   (b) the TensorFlow reader reading every weight tensor;
-  (c) the native reader (danbert_convert.tfbundle) reading every weight tensor;
+  (c) the native reader (danbert_convert.readers.bundle) reading every weight tensor;
   (d) `python -m danbert_convert -q convert SRC OUT --force`, with this tree's src/ first on
       PYTHONPATH, so the code measured is the code of the tree the script is in;
   (e) the legacy path users had: transformers 4.x `BertForPreTraining(config)`,
@@ -182,7 +182,7 @@ def fsync_file(path: str) -> None:
 
 
 def child_copy(prefix: str, out: str, sync: str) -> dict:
-    from danbert_convert.tfbundle import BundleReader
+    from danbert_convert.readers.bundle import BundleReader
 
     t = time.perf_counter()
     reader = BundleReader(Path(prefix))
@@ -209,7 +209,7 @@ def child_copy(prefix: str, out: str, sync: str) -> dict:
 
 
 def child_read(prefix: str, reader_kind: str) -> dict:
-    from danbert_convert.checkpoint import open_checkpoint
+    from danbert_convert.readers.base import open_checkpoint
 
     t = time.perf_counter()
     reader = open_checkpoint(Path(prefix), reader_kind)

@@ -4,7 +4,7 @@
 
 Reads every model weight (not the Adam slots) of the bench_convert.py checkpoint into memory
 once, then times the CRC of each tensor's bytes with each implementation installed: the
-reader's own `tfbundle.crc32c` (google-crc32c), google-crc32c's C extension called directly,
+reader's own `bundle.crc32c` (google-crc32c), google-crc32c's C extension called directly,
 and the LGPL `crc32c` package it replaced (if still installed). Every CRC is checked against
 the one the .index stores. Prints the best of N runs per implementation, in GB/s.
 """
@@ -24,13 +24,13 @@ sys.path.insert(0, str(HERE))
 
 from bench_convert import generate  # noqa: E402
 
-from danbert_convert import tfbundle  # noqa: E402
-from danbert_convert.mapping import skip_reason  # noqa: E402
+from danbert_convert.families.bert import skip_reason  # noqa: E402
+from danbert_convert.readers import bundle  # noqa: E402
 
 
 def load(prefix: Path) -> list[tuple[str, np.ndarray, int]]:
     """(name, raw bytes, stored masked CRC) of every weight, read without checking."""
-    reader = tfbundle.BundleReader(prefix)
+    reader = bundle.BundleReader(prefix)
     out = []
     for name in reader.variables():
         if skip_reason(name) is not None:
@@ -45,7 +45,7 @@ def load(prefix: Path) -> list[tuple[str, np.ndarray, int]]:
 
 def implementations() -> dict[str, Callable[[np.ndarray], int]]:
     impls: dict[str, Callable[[np.ndarray], int]] = {
-        f"tfbundle.crc32c (google-crc32c, {tfbundle.CRC_IMPLEMENTATION})": tfbundle.crc32c,
+        f"bundle.crc32c (google-crc32c, {bundle.CRC_IMPLEMENTATION})": bundle.crc32c,
     }
     import google_crc32c
 
@@ -75,7 +75,7 @@ def main() -> None:
             crcs = [fn(buf) for _, buf, _ in tensors]
             best = min(best, time.perf_counter() - start)
         bad = [n for (n, _, want), got in zip(tensors, crcs, strict=True)
-               if tfbundle.mask_crc(got) != want]  # fmt: skip
+               if bundle.mask_crc(got) != want]  # fmt: skip
         verdict = "all match the index" if not bad else f"{len(bad)} MISMATCH, e.g. {bad[0]}"
         print(f"{label:<45} {best * 1e3:7.1f} ms  {total / best / 1e9:5.1f} GB/s  {verdict}")
 

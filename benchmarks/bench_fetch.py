@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from httpserver import Behaviour, Server  # noqa: E402
 
 from danbert_convert.errors import DownloadError  # noqa: E402
-from danbert_convert.stages.fetch import download  # noqa: E402
+from danbert_convert.releases.http import download  # noqa: E402
 
 CACHE = HERE / ".cache" / "fetch"
 

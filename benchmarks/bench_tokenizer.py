@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from danbert_convert.tokenizer import (  # noqa: E402
+from danbert_convert.output.tokenizer import (  # noqa: E402
     TokenizerSettings,
     rule_for,
     vocab_report,

@@ -122,8 +122,8 @@ def measure(src: Path, out: Path) -> None:
     import torch
     from transformers import AutoTokenizer, BertForPreTraining
 
-    from danbert_convert.checkpoint import open_checkpoint
-    from danbert_convert.reference import forward
+    from danbert_convert.families.bert_reference import forward
+    from danbert_convert.readers.base import open_checkpoint
     from danbert_convert.source import discover
     from danbert_convert.stages.convert import convert
     from danbert_convert.stages.verify import (

@@ -24,7 +24,8 @@ CC BY-SA 4.0 (https://github.com/rspeer/wordfreq).
 Reproducible: fixed seeds, a fixed order, zip entries with fixed timestamps and permissions.
 The members' bytes (checkpoint index and data included) come out identical; the .meta graph
 carries TensorFlow's version, so it is byte-identical only with the same TensorFlow, and the
-compressed zip only with the same zlib as well. tests/test_sample.py checks what is claimed.
+compressed zip only with the same zlib as well. tests/releases/test_sample.py checks what is
+claimed.
 """
 
 from __future__ import annotations
@@ -219,7 +220,9 @@ def main() -> None:
     args = parser.parse_args()
     digest = make(args.out)
     print(f"{args.out}: {args.out.stat().st_size} bytes, sha256 {digest}")
-    print("update sha256 and size of danish-bert-sample in src/danbert_convert/models.py")
+    print(
+        "update sha256 and size of danish-bert-sample in src/danbert_convert/releases/registry.py"
+    )
 
 
 if __name__ == "__main__":

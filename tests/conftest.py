@@ -62,8 +62,8 @@ def sample_inputs(config: dict, seed: int = 1):
 
 def tf_reference(folder: Path, config: dict, hidden_act: str | None = None, seed: int = 1):
     """The numpy reference forward pass over the checkpoint's variables, read by TF name."""
-    from danbert_convert.checkpoint import TensorFlowReader
-    from danbert_convert.reference import forward
+    from danbert_convert.families.bert_reference import forward
+    from danbert_convert.readers.tensorflow import TensorFlowReader
 
     reader = TensorFlowReader(folder / "bert_model.ckpt")
     names = reader.variables()

@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from httpserver import Behaviour, Server
 
 from danbert_convert.cli import COMMANDS, cli
+from danbert_convert.output.manifest import MANIFEST_NAME
 from danbert_convert.stages.fetch import fetch
-from danbert_convert.writer import MANIFEST_NAME
 
 pytestmark = pytest.mark.usefixtures("local_network")
 
@@ -206,7 +206,7 @@ def test_fetch_json_interrupted(tmp_path):
 
 HEAVY = ("numpy", "requests", "tqdm", "tokenizers", "torch", "transformers", "tensorflow",
          "danbert_convert.stages.fetch", "danbert_convert.stages.convert",
-         "danbert_convert.checkpoint", "danbert_convert.stages.verify",
+         "danbert_convert.readers.base", "danbert_convert.stages.verify",
          "danbert_convert.stages.workflow")  # fmt: skip
 
 

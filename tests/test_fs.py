@@ -19,7 +19,7 @@ from tfckpt import TINY_CONFIG, bert_variables
 from zips import zip_folder
 
 from danbert_convert.cli import cli
-from danbert_convert.writer import MANIFEST_NAME
+from danbert_convert.output.manifest import MANIFEST_NAME
 
 DANBERT = [sys.executable, "-m", "danbert_convert"]
 # Big enough (34 MB of weights, written twice with --format both) that a conversion is

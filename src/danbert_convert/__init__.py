@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         OutputExistsError,
         VerifyError,
     )
-    from danbert_convert.models import DEFAULT_MODEL, RELEASES, Release
+    from danbert_convert.releases.registry import DEFAULT_MODEL, RELEASES, Release
     from danbert_convert.stages.convert import ConvertResult, convert
     from danbert_convert.stages.fetch import FetchResult, fetch
     from danbert_convert.stages.inspect import Listing, Variable, inspect_checkpoint
@@ -51,9 +51,9 @@ _LAZY = {
     "inspect_checkpoint": "stages.inspect",
     "Listing": "stages.inspect",
     "Variable": "stages.inspect",
-    "RELEASES": "models",
-    "Release": "models",
-    "DEFAULT_MODEL": "models",
+    "RELEASES": "releases.registry",
+    "Release": "releases.registry",
+    "DEFAULT_MODEL": "releases.registry",
     "DanbertError": "errors",
     "InputError": "errors",
     "OutputExistsError": "errors",

@@ -387,7 +387,7 @@ def convert(
 @click.pass_context
 def models_cmd(ctx: click.Context, as_json: bool) -> None:
     """List the known releases that `danbert fetch` can download."""
-    from danbert_convert.models import DEFAULT_MODEL, RELEASES
+    from danbert_convert.releases.registry import DEFAULT_MODEL, RELEASES
 
     if as_json:
         rows = [{**r.to_dict(), "default": r.name == DEFAULT_MODEL} for r in RELEASES.values()]
@@ -563,7 +563,7 @@ def all_cmd(ctx: click.Context, model: str | None, as_json: bool, **options: Any
     click.echo("from transformers import AutoModel, AutoTokenizer")
     click.echo(result.python_lines())
     if model is not None:
-        from danbert_convert.models import get_release
+        from danbert_convert.releases.registry import get_release
 
         real = get_release(model).sample_of
         if real is not None:

@@ -1,14 +1,21 @@
-"""The source folder: where its checkpoint, bert_config.json and vocab.txt are, and reading them."""
+"""The source folder: where its checkpoint, bert_config.json and vocab.txt are, and reading them.
+
+Discovery lives here, in one place: the `checkpoint` state file, the checkpoint prefix and
+its `.data-*` shards, the config and the vocab.
+"""
 
 from __future__ import annotations
 
+import codecs
 import json
+import logging
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from danbert_convert.checkpoint import data_files, find_checkpoint, normalize_prefix
 from danbert_convert.errors import InputError
 
 if TYPE_CHECKING:
@@ -24,6 +31,8 @@ REQUIRED_CONFIG_KEYS = (
     "max_position_embeddings",
     "type_vocab_size",
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,98 @@ class Source:
     def files(self) -> list[Path]:
         """Every file the conversion reads."""
         return [*self.small_files(), *data_files(self.checkpoint)]
+
+
+def data_files(prefix: Path) -> list[Path]:
+    """The `.data-*` shards that exist beside `prefix` (for hashing and size reports)."""
+    return sorted(prefix.parent.glob(prefix.name + ".data-*-of-*"))
+
+
+def find_checkpoint(src: Path) -> Path:
+    """The checkpoint prefix inside folder `src`.
+
+    Order: the `checkpoint` state file, then `bert_model.ckpt`, then a single `*.index`.
+    """
+    state = src / "checkpoint"
+    stale = ""
+    if state.is_file():
+        named = _state_file_prefix(src, state)
+        if isinstance(named, Path):
+            return named
+        stale = f"; {state} names {named}, which is not here"
+        log.warning("%s names %s, which is not here; looking for another checkpoint", state, named)
+    if (src / "bert_model.ckpt.index").is_file():
+        return src / "bert_model.ckpt"
+    candidates = sorted(src.glob("*.index"))
+    if len(candidates) == 1:
+        return candidates[0].with_suffix("")
+    if not candidates:
+        raise InputError(f"{src}: no checkpoint (*.index) found{stale}")
+    names = ", ".join(c.with_suffix("").name for c in candidates)
+    raise InputError(f"{src}: several checkpoints ({names}){stale or ' and no `checkpoint` file'}; "
+                     "choose with --checkpoint")  # fmt: skip
+
+
+def _state_file_prefix(src: Path, state: Path) -> Path | str:
+    """The prefix the state file names, if it is in `src`; else the name as written.
+
+    A name outside `src` (absolute, or with `..`) is used only as its base name inside `src`
+    (the training machine's path, copied here); a checkpoint that exists out there is refused,
+    so that config and vocab from `src` are never paired with another folder's weights.
+    """
+    try:
+        text = state.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise InputError(f"{state}: cannot read: {e.strerror or e}") from None
+    m = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
+    if not m:
+        raise InputError(f"{state}: no model_checkpoint_path line")
+    # A text-format string: C escapes, as in a Windows path C:\\run\\model.ckpt or the
+    # octal UTF-8 bytes older TF wrote for non-ASCII names.
+    try:
+        raw = codecs.escape_decode(m.group(1).encode("utf-8"))[0]
+    except ValueError as e:
+        raise InputError(f'{state}: model_checkpoint_path "{m.group(1)}": {e}') from None
+    written = raw.decode("utf-8", errors="replace")
+    named = Path(written) if Path(written).is_absolute() else src / written
+    inside = _lexically_inside(Path(f"{named}.index"), src)
+    if inside and _has_index(named):
+        return named
+    base = re.split(r"[\\/]", written)[-1]
+    if base not in ("", ".", "..") and _has_index(src / base):
+        return src / base
+    if not inside and _has_index(named):
+        raise InputError(
+            f"{state} names the checkpoint {written}, outside {src}; to convert it with the "
+            f"config and vocab of {src}, say so with --checkpoint"
+        )
+    return written
+
+
+def _has_index(prefix: Path) -> bool:
+    try:
+        return Path(f"{prefix}.index").is_file()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte
+        return False
+
+
+def _lexically_inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, with `..` resolved on paper (links not followed), lies in `folder`."""
+    p, f = os.path.abspath(path), os.path.abspath(folder)
+    try:
+        return os.path.commonpath([p, f]) == f
+    except ValueError:  # Windows: another drive
+        return False
+
+
+def normalize_prefix(path: Path) -> Path:
+    """Accept a prefix, or a path to its `.index` or one of its `.data-*` files."""
+    s = str(path)
+    s = re.sub(r"\.(index|meta|data-\d{5}-of-\d{5})$", "", s)
+    prefix = Path(s)
+    if not Path(f"{prefix}.index").is_file():
+        raise InputError(f"{prefix}.index: checkpoint index not found")
+    return prefix
 
 
 def _find_file(src: Path, name: str, override: StrPath | None, what: str) -> Path:

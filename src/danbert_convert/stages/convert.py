@@ -26,35 +26,28 @@ from danbert_convert._fs import (
     sha256_file,
     write_json,
 )
-from danbert_convert.card import CARD_NAME, carry_users_readme, kept_message, write_card
-from danbert_convert.checkpoint import (
-    TensorFlowReader,
-    check_finite,
-    data_files,
-    open_checkpoint,
-)
 from danbert_convert.defaults import FORMATS, HEAD_SETTINGS, HIDDEN_ACTS
 from danbert_convert.errors import InputError
-from danbert_convert.mapping import Plan, TensorPlan, plan
-from danbert_convert.source import Source, discover
-from danbert_convert.tokenizer import (
+from danbert_convert.families.bert import Plan, TensorPlan, plan
+from danbert_convert.output.card import CARD_NAME, carry_users_readme, kept_message, write_card
+from danbert_convert.output.manifest import MANIFEST_NAME, in_folder, manifest, source_root
+from danbert_convert.output.tokenizer import (
     TokenizerSettings,
     unproducible_warnings,
     vocab_report,
     write_tokenizer,
 )
-from danbert_convert.writer import (
+from danbert_convert.output.writer import (
     BIN_NAME,
-    MANIFEST_NAME,
     WEIGHTS_NAME,
     hf_config,
-    in_folder,
-    manifest,
-    source_root,
     transform,
     write_bin,
     write_safetensors,
 )
+from danbert_convert.readers.base import check_finite, open_checkpoint
+from danbert_convert.readers.tensorflow import TensorFlowReader
+from danbert_convert.source import Source, data_files, discover
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from danbert_convert.checkpoint import find_checkpoint, normalize_prefix
 from danbert_convert.errors import InputError
-from danbert_convert.mapping import match, plan, skip_reason
-from danbert_convert.source import read_config, read_vocab
-from danbert_convert.tfbundle import BundleReader
-from danbert_convert.tokenizer import VocabReport, vocab_report
+from danbert_convert.families.bert import match, plan, skip_reason
+from danbert_convert.output.tokenizer import VocabReport, vocab_report
+from danbert_convert.readers.bundle import BundleReader
+from danbert_convert.source import find_checkpoint, normalize_prefix, read_config, read_vocab
 
 if TYPE_CHECKING:
     from danbert_convert._fs import StrPath

@@ -25,13 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from danbert_convert import card
 from danbert_convert._fs import StrPath, leave_signals_to_main_thread, sha256_file
-from danbert_convert.checkpoint import count_nonfinite, open_checkpoint
 from danbert_convert.defaults import READERS
 from danbert_convert.errors import InputError, VerifyError, one_line
-from danbert_convert.mapping import HEADS, Architecture, architecture, group_of
-from danbert_convert.reference import ACTIVATIONS, Outputs, forward, variable_shapes
+from danbert_convert.families.bert import HEADS, Architecture, architecture, group_of
+from danbert_convert.families.bert_reference import ACTIVATIONS, Outputs, forward, variable_shapes
+from danbert_convert.output import card
+from danbert_convert.output.manifest import MANIFEST_NAME, source_paths
+from danbert_convert.output.tokenizer import TRANSLITERATION, Rule, never_produced, rule_for
+from danbert_convert.output.tokenizer import _is_marker as is_marker
+from danbert_convert.output.writer import BIN_NAME, WEIGHTS_NAME
+from danbert_convert.readers.base import count_nonfinite, open_checkpoint
 from danbert_convert.source import (
     REQUIRED_CONFIG_KEYS,
     Source,
@@ -39,9 +43,6 @@ from danbert_convert.source import (
     read_config,
     read_vocab,
 )
-from danbert_convert.tokenizer import TRANSLITERATION, Rule, never_produced, rule_for
-from danbert_convert.tokenizer import _is_marker as is_marker
-from danbert_convert.writer import BIN_NAME, MANIFEST_NAME, WEIGHTS_NAME, source_paths
 
 log = logging.getLogger(__name__)
 
@@ -973,7 +974,7 @@ def _reference(
 
     Only the heads (and pooler) `arch` has are computed: a head the checkpoint has and the
     class leaves out (--heads) is not compared. The table only says which outputs; how each
-    is computed stays reference.py's own.
+    is computed stays bert_reference.py's own.
     """
     return forward(_source_reader(ckpt, before), source.config, batch["input_ids"],
                    batch["token_type_ids"], batch["attention_mask"], hidden_act=act,

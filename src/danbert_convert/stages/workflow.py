@@ -12,14 +12,14 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from danbert_convert._fs import StrPath, sha256_file, write_json
-from danbert_convert.card import update_card
 from danbert_convert.defaults import DEFAULT_DEST, RETRIES, TIMEOUT
 from danbert_convert.errors import DanbertError
-from danbert_convert.models import DEFAULT_MODEL
+from danbert_convert.output.card import update_card
+from danbert_convert.output.manifest import MANIFEST_NAME, source_paths
+from danbert_convert.releases.registry import DEFAULT_MODEL
 from danbert_convert.stages.convert import convert, paths_as_strings
 from danbert_convert.stages.fetch import FetchResult, fetch
 from danbert_convert.stages.verify import Report, read_manifest, verify
-from danbert_convert.writer import MANIFEST_NAME, source_paths
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tfckpt import TINY_CONFIG
 
+from danbert_convert.output.tokenizer import (
+    TokenizerSettings,
+    rule_for,
+    vocab_report,
+    write_tokenizer,
+)
 from danbert_convert.stages.convert import convert
 from danbert_convert.stages.verify import verify
-from danbert_convert.tokenizer import TokenizerSettings, rule_for, vocab_report, write_tokenizer
 
 # Typographic characters Google's vocabs hold: a vocab with them shows they were not converted.
 TYPOGRAPHIC = list("“”‘’–—…€")

@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from danbert_convert.checkpoint import VariableInfo
 from danbert_convert.errors import InputError
+from danbert_convert.readers.base import VariableInfo
 
 with warnings.catch_warnings():
     # Without its C extension google-crc32c warns at import in several lines; we say it in one.

@@ -20,10 +20,10 @@ import pytest
 from click.testing import CliRunner
 
 import danbert_convert
-from danbert_convert import models
 from danbert_convert.cli import cli
+from danbert_convert.releases import registry
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SRC = Path(danbert_convert.__file__).resolve().parent.parent
 NAME = "danish-bert-sample"
 TOP = "danish_bert_sample"
@@ -46,7 +46,7 @@ DANISH_CONFIG_KEYS = {
 
 
 def packaged_zip() -> bytes:
-    release = models.get_release(NAME)
+    release = registry.get_release(NAME)
     assert release.package_data is not None
     return resources.files("danbert_convert").joinpath(release.package_data).read_bytes()
 
@@ -62,12 +62,12 @@ def unpacked(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_registry_entry_is_a_sample_of_the_danish_release() -> None:
-    release = models.get_release(NAME)
+    release = registry.get_release(NAME)
     data = packaged_zip()
-    assert release.sample_of == models.DEFAULT_MODEL and release.urls == ()
+    assert release.sample_of == registry.DEFAULT_MODEL and release.urls == ()
     assert hashlib.sha256(data).hexdigest() == release.sha256
     assert len(data) == release.size <= 3 * 1024 * 1024
-    assert models.get_release(release.sample_of).filename == "danish_bert_uncased_v2.zip"
+    assert registry.get_release(release.sample_of).filename == "danish_bert_uncased_v2.zip"
 
 
 def test_zip_is_laid_out_as_the_danish_release() -> None:
@@ -168,7 +168,7 @@ def test_fetch_copies_checks_and_unpacks_from_package_data(tmp_path: Path) -> No
     code, out, _ = run_cli("fetch", NAME, "--dest", str(dest), "--json")
     d = json.loads(out)
     assert code == 0 and d["downloaded"] is True and d["unpacked"] is True
-    assert d["sha256"] == models.get_release(NAME).sha256
+    assert d["sha256"] == registry.get_release(NAME).sha256
     assert d["checkpoint_dir"] == str(dest / TOP)
     assert sorted(p.name for p in (dest / TOP).iterdir()) == FILES
     assert (dest / "danish_bert_sample.zip").read_bytes() == packaged_zip()
@@ -182,8 +182,8 @@ def test_fetch_copies_checks_and_unpacks_from_package_data(tmp_path: Path) -> No
 def test_damaged_package_data_is_refused(tmp_path: Path, monkeypatch) -> None:
     """The SHA-256 check is the one a download gets: here against a registry digest that the
     shipped bytes do not have."""
-    release = models.get_release(NAME)
-    monkeypatch.setitem(models.RELEASES, NAME, dataclasses.replace(release, sha256="ab" * 32))
+    release = registry.get_release(NAME)
+    monkeypatch.setitem(registry.RELEASES, NAME, dataclasses.replace(release, sha256="ab" * 32))
     dest = tmp_path / "work"
     code, out, err = run_cli("fetch", NAME, "--dest", str(dest))
     actual = release.sha256

@@ -16,9 +16,9 @@ from conftest import sample_inputs, tf_reference
 from tfckpt import TINY_CONFIG, bert_variables, with_training_state, write_release
 from zips import zip_folder
 
-from danbert_convert.checkpoint import TensorFlowReader
 from danbert_convert.cli import cli
-from danbert_convert.mapping import ARCHITECTURES, HEADS, architecture
+from danbert_convert.families.bert import ARCHITECTURES, HEADS, architecture
+from danbert_convert.readers.tensorflow import TensorFlowReader
 from danbert_convert.stages.convert import convert
 from danbert_convert.stages.verify import verify
 from danbert_convert.stages.workflow import run_all

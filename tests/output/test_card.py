@@ -14,10 +14,10 @@ import yaml
 from click.testing import CliRunner
 from tfckpt import TINY_CONFIG, bert_variables
 
-from danbert_convert import card
 from danbert_convert.cli import cli
 from danbert_convert.errors import OutputExistsError
-from danbert_convert.models import RELEASES
+from danbert_convert.output import card
+from danbert_convert.releases.registry import RELEASES
 from danbert_convert.stages.convert import convert
 from danbert_convert.stages.verify import PARITY_ATOL, PARITY_RTOL
 from danbert_convert.stages.workflow import run_all

@@ -316,7 +316,7 @@ def test_missing_special_tokens_map(copy):
 
 
 def test_convert_and_reference_know_the_same_activations():
-    from danbert_convert.reference import ACTIVATIONS
+    from danbert_convert.families.bert_reference import ACTIVATIONS
     from danbert_convert.stages.convert import HIDDEN_ACTS
 
     assert set(HIDDEN_ACTS) == set(ACTIVATIONS)

@@ -28,8 +28,8 @@ import yaml
 from danbert_convert import __version__
 from danbert_convert._fs import write_bytes
 from danbert_convert.errors import InputError, OutputExistsError
-from danbert_convert.models import LICENSES, RELEASES, Release
-from danbert_convert.writer import MANIFEST_NAME
+from danbert_convert.output.manifest import MANIFEST_NAME
+from danbert_convert.releases.registry import LICENSES, RELEASES, Release
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from danbert_convert.checkpoint import VariableInfo
 from danbert_convert.errors import InputError
+from danbert_convert.readers.base import VariableInfo
 
 # How a TF value becomes the PyTorch value. TF dense kernels are [in, out], nn.Linear is [out, in].
 COPY = "copy"

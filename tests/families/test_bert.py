@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 from tfckpt import TINY_CONFIG, bert_variables, with_training_state
 
-from danbert_convert.checkpoint import TensorFlowReader
 from danbert_convert.cli import cli
+from danbert_convert.readers.tensorflow import TensorFlowReader
 from danbert_convert.stages.convert import convert
 
 WORDS = "bert/embeddings/word_embeddings"
@@ -208,9 +208,9 @@ def test_classifier_num_labels_agreeing_with_the_head_is_kept(release, tmp_path)
 
 def test_plan_refuses_non_integer_sizes_from_any_caller():
     """inspect hands plan() a config read without read_config's checks."""
-    from danbert_convert.checkpoint import VariableInfo
     from danbert_convert.errors import InputError
-    from danbert_convert.mapping import plan
+    from danbert_convert.families.bert import plan
+    from danbert_convert.readers.base import VariableInfo
 
     names = bert_variables(TINY_CONFIG)
     infos = {n: VariableInfo(n, a.shape, a.dtype) for n, a in sorted(names.items())}

@@ -1,4 +1,4 @@
-"""Writing the output folder's weights, config.json and manifest.
+"""Writing the output folder's weights and config.json (the manifest: manifest.py).
 
 Weights are streamed: the safetensors header is computed from the plan, then each tensor is
 read, transformed and written once, so memory holds one tensor at a time.
@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from danbert_convert._fs import HashingWriter, hashing_writer, pipelined_writer
 from danbert_convert.errors import one_line
-from danbert_convert.mapping import TRANSPOSE, Plan, TensorPlan
+from danbert_convert.families.bert import TRANSPOSE, Plan, TensorPlan
 
 SAFETENSORS_DTYPES = {
     "float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
@@ -27,12 +25,6 @@ SAFETENSORS_DTYPES = {
 
 WEIGHTS_NAME = "model.safetensors"
 BIN_NAME = "pytorch_model.bin"
-MANIFEST_NAME = "danbert-manifest.json"
-# What pins the data shards' converted bytes when they are not hashed whole (--hash-sources).
-DATA_CHECK = (
-    "every converted tensor's bytes were checked against the CRC-32C that the (hashed) "
-    ".index records for it; data shards carry a SHA-256 only with --hash-sources"
-)
 
 
 def transform(t: TensorPlan, value: np.ndarray) -> np.ndarray:
@@ -165,86 +157,3 @@ def hf_config(
         # from it on load, which an absurd value would make huge.
         config.pop("num_labels", None)
     return config
-
-
-SCHEMA_VERSION = 2  # 2: paths relative to SRC (and SRC to OUT); 1: absolute paths
-
-
-def in_folder(path: Path, folder: Path) -> str | None:
-    """`path` relative to `folder` (POSIX separators) when it lies inside it, else None."""
-    try:
-        return path.resolve().relative_to(folder.resolve()).as_posix()
-    except ValueError:
-        return None
-
-
-def source_root(src: Path, out: Path) -> str | None:
-    """SRC relative to OUT ("../<...>"), or None when that path would name the folders
-    above the user's home (the user name) or start at the file system root.
-
-    The relative path shows only the names below the two folders' common ancestor.
-    """
-    # OUT itself may be a link that the conversion replaces: its parent is what stays.
-    parent = Path(out).absolute().parent.resolve()
-    source = Path(src).resolve()
-    try:
-        common = Path(os.path.commonpath([source, parent]))
-    except ValueError:  # another drive (Windows)
-        return None
-    if common == Path(common.anchor) or common in Path.home().resolve().parents:
-        return None
-    return Path(os.path.relpath(source, parent / Path(out).name)).as_posix()
-
-
-def source_paths(m: dict[str, Any], out: Path) -> dict[str, Path] | None:
-    """Where the manifest says the checkpoint prefix, config and vocab were, if it can tell.
-
-    Schema 2 records them relative to SRC and SRC relative to OUT (when it could); the
-    schema-1 manifests of earlier versions hold absolute paths.
-    """
-    src = m.get("source", {})
-    names = {k: src.get(k) for k in ("checkpoint", "config", "vocab")}
-    if not all(isinstance(v, str) and v for v in names.values()):
-        return None
-    if m.get("schema_version", 1) == 1:
-        return {k: Path(v) for k, v in names.items()}
-    root = src.get("root")
-    if not isinstance(root, str):
-        return None
-    return {k: Path(out) / root / v for k, v in names.items()}
-
-
-def manifest(
-    *,
-    plan: Plan,
-    source: dict[str, object],
-    outputs: dict[str, str],
-    settings: dict[str, object],
-    versions: dict[str, str],
-    provenance: dict[str, object] | None = None,
-) -> dict[str, object]:
-    """danbert-manifest.json: what was read, what was written from what, and what was left out.
-
-    `source` records paths relative to SRC (see convert), never absolute ones; `provenance`
-    is where `danbert fetch` got SRC (None: not known).
-    """
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "versions": versions,
-        "source": {**source, "data_check": DATA_CHECK},
-        "provenance": provenance,
-        "architecture": plan.architecture.name,
-        "settings": settings,
-        "outputs": outputs,
-        "tensors": [
-            {
-                "name": t.hf,
-                "source": t.tf,
-                "transform": t.transform,
-                "shape": list(t.shape),
-                "dtype": t.dtype,
-            }
-            for t in plan.tensors
-        ],  # fmt: skip
-        "skipped": [{"name": n, "reason": r} for n, r in plan.skipped.items()],
-    }

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from danbert_convert.mapping import COPY, TRANSPOSE, TensorPlan
-from danbert_convert.writer import transform
+from danbert_convert.families.bert import COPY, TRANSPOSE, TensorPlan
+from danbert_convert.output.writer import transform
 
 DTYPES = ["<f4", ">f4", "<f2", "<f8", ">f8", "<i4", "<i8", "|b1"]
 

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from tfckpt import VOCAB
 
-from danbert_convert.checkpoint import TensorFlowReader
 from danbert_convert.cli import cli
+from danbert_convert.readers.tensorflow import TensorFlowReader
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -27,8 +27,10 @@ from zips import zip_folder
 
 from danbert_convert.cli import cli
 from danbert_convert.errors import DownloadError, InputError
+from danbert_convert.releases import http
+from danbert_convert.releases.http import download
 from danbert_convert.stages import fetch as fetch_mod
-from danbert_convert.stages.fetch import download, fetch, filename_from_url
+from danbert_convert.stages.fetch import fetch, filename_from_url
 
 FAST = {"backoff": 0.001, "max_backoff": 0.01, "timeout": (2.0, 2.0)}
 NAME = "danish_bert_uncased_v2"
@@ -271,7 +273,7 @@ def test_retries_are_bounded_with_growing_backoff(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr(fetch_mod.time, "sleep", sleeps.append)
+    monkeypatch.setattr(http.time, "sleep", sleeps.append)
     url = server.route("/r.zip", Behaviour(status=503, body=b"busy"))
     with pytest.raises(DownloadError) as e:
         fetch(dest=tmp_path, urls=[url], retries=4, backoff=1.0, max_backoff=5.0)
@@ -486,7 +488,7 @@ def test_http_4xx_says_what_to_do(server: Server, tmp_path: Path, status: int, r
 def test_ctrl_c_keeps_the_part_then_resumes(
     server: Server, release_zip: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fetch_mod, "CHUNK", 4096)
+    monkeypatch.setattr(http, "CHUNK", 4096)
     url = server.route("/r.zip", Behaviour(body=release_zip))
 
     def interrupt(done: int, total: int | None) -> None:
@@ -1012,7 +1014,7 @@ def test_206_that_stops_short_is_continued_not_kept(
     server: Server, release_zip: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr(fetch_mod.time, "sleep", sleeps.append)
+    monkeypatch.setattr(http.time, "sleep", sleeps.append)
     n, size = 1000, len(release_zip)
     k = (size - n) // 3 + 1
     etag = {"ETag": '"v"'}

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from zips import make_zip, zip_folder
 
-from danbert_convert.checkpoint import find_checkpoint
 from danbert_convert.errors import InputError, OutputExistsError
-from danbert_convert.unpack import locate_checkpoint_dir, unpack
+from danbert_convert.releases.archive import locate_checkpoint_dir, unpack
+from danbert_convert.source import find_checkpoint
 
 
 def _listing(folder: Path) -> list[str]:

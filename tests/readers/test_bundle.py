@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tfckpt import save_tf1_checkpoint
 
-from danbert_convert.checkpoint import TensorFlowReader, open_checkpoint
 from danbert_convert.errors import InputError
-from danbert_convert.tfbundle import (
+from danbert_convert.readers.base import open_checkpoint
+from danbert_convert.readers.bundle import (
     FOOTER_SIZE,
     TABLE_MAGIC,
     BundleReader,
@@ -35,6 +35,7 @@ from danbert_convert.tfbundle import (
     parse_block,
     read_varint,
 )
+from danbert_convert.readers.tensorflow import TensorFlowReader
 
 # --- a minimal writer for the table and protobuf formats -----------------------------------
 
@@ -590,7 +591,7 @@ def test_convert_imports_neither_tensorflow_nor_torch(full_release: Path, tmp_pa
     assert result["tensors"] > 0
     assert (tmp_path / "out" / "model.safetensors").is_file()
     top = {m.split(".")[0] for m in result["modules"]}
-    assert "danbert_convert.tfbundle" in result["modules"]
+    assert "danbert_convert.readers.bundle" in result["modules"]
     assert not top & {"tensorflow", "torch", "transformers", "ml_dtypes"}
 
 
@@ -633,7 +634,7 @@ def test_entry_claiming_more_than_its_shard_holds(full_release, tmp_path) -> Non
     _rebuild_index(prefix, lambda key, value: claim if key == name.encode() else value)
     r = _limited_child(
         f"""
-        from danbert_convert.tfbundle import BundleReader
+        from danbert_convert.readers.bundle import BundleReader
         with BundleReader({str(prefix)!r}) as reader:
             reader.read({name!r})
         """
@@ -664,7 +665,7 @@ def test_snappy_block_claiming_gigabytes(full_release, tmp_path) -> None:
     Path(f"{prefix}.index").write_bytes(bytes(table) + footer + magic)
     r = _limited_child(
         f"""
-        from danbert_convert.tfbundle import BundleReader
+        from danbert_convert.readers.bundle import BundleReader
         BundleReader({str(prefix)!r})
         """
     )
@@ -773,9 +774,9 @@ def test_crc32c_is_castagnoli_over_any_buffer_and_continues(tmp_path: Path) -> N
 def test_crc32c_runs_in_the_c_extension() -> None:
     import google_crc32c
 
-    from danbert_convert import tfbundle
+    from danbert_convert.readers import bundle
 
-    assert tfbundle.CRC_IMPLEMENTATION == google_crc32c.implementation == "c"
+    assert bundle.CRC_IMPLEMENTATION == google_crc32c.implementation == "c"
 
 
 def test_pure_python_crc_fallback_reads_correctly_and_warns_once(full_release: Path) -> None:
@@ -787,10 +788,10 @@ def test_pure_python_crc_fallback_reads_correctly_and_warns_once(full_release: P
         import logging, sys
         sys.modules["google_crc32c._crc32c"] = None  # the C extension fails to import
         logging.basicConfig(format="%(levelname)s %(message)s")
-        from danbert_convert import tfbundle
+        from danbert_convert.readers import bundle
         for _ in range(2):
-            r = tfbundle.BundleReader({str(full_release / "bert_model.ckpt")!r})
-            print(tfbundle.CRC_IMPLEMENTATION, r.read("bert/pooler/dense/bias").shape)
+            r = bundle.BundleReader({str(full_release / "bert_model.ckpt")!r})
+            print(bundle.CRC_IMPLEMENTATION, r.read("bert/pooler/dense/bias").shape)
         """
     )
     src = str(Path(danbert_convert.__file__).parents[1])

@@ -130,7 +130,7 @@ def test_bin_equals_safetensors(converted):
 
 
 def test_manifest_accounts_for_every_variable(converted, full_release):
-    from danbert_convert.checkpoint import TensorFlowReader
+    from danbert_convert.readers.tensorflow import TensorFlowReader
 
     m = json.loads((converted / "danbert-manifest.json").read_text())
     names = set(TensorFlowReader(full_release / "bert_model.ckpt").variables())
@@ -198,7 +198,7 @@ def test_classifier_head(release, tmp_path):
     model = _load("BertForSequenceClassification", tmp_path / "out")
     assert model.config.num_labels == 3
     ref = tf_reference(src, TINY_CONFIG)
-    from danbert_convert.checkpoint import TensorFlowReader
+    from danbert_convert.readers.tensorflow import TensorFlowReader
 
     r = TensorFlowReader(src / "bert_model.ckpt")
     logits = ref.pooled @ r.read("output_weights").T + r.read("output_bias")
@@ -344,7 +344,7 @@ def test_out_not_empty_refused_then_forced(full_release, tmp_path):
 
 
 def test_interrupt_mid_write_leaves_nothing(full_release, tmp_path, monkeypatch):
-    import danbert_convert.writer as writer
+    import danbert_convert.output.writer as writer
 
     calls = []
     real = writer.transform
@@ -455,7 +455,7 @@ def test_python_dash_m_version():
 
 def test_save_helper_roundtrip(tmp_path):
     # The fixture writer itself: names exactly as given, Adam slots included.
-    from danbert_convert.checkpoint import TensorFlowReader
+    from danbert_convert.readers.tensorflow import TensorFlowReader
 
     v = with_training_state({"bert/x": np.ones((2, 3), np.float32)})
     save_tf1_checkpoint(tmp_path / "c", v)
