@@ -588,3 +588,17 @@ def test_json_in_a_real_process_with_a_progress_bar(full_release, tmp_path):
     assert r.returncode == 3
     assert json.loads(r.stdout) == {"ok": False, "error": error, "exit_code": 3}
     assert r.stderr == f"error: {error}\n"
+
+
+def test_json_before_the_subcommand_still_gets_its_json_document() -> None:
+    """-q/-v are accepted before the subcommand, so users type `danbert --json models` too: a
+    usage error then, but with --json on the line stdout must still hold the JSON failure
+    (it does for `danbert --bogus --json`: click's parser consumed '--json' from the list
+    that make_context tests afterwards)."""
+    r = CliRunner().invoke(cli, ["--json", "models"])
+    assert r.exit_code == 2
+    assert json.loads(r.stdout) == {
+        "ok": False,
+        "error": "No such option '--json'. Did you mean '--version'?",
+        "exit_code": 2,
+    }

@@ -89,7 +89,10 @@ def test_the_licence_is_in_what_is_published(tmp_path: Path, what: str) -> None:
         with zipfile.ZipFile(wheel) as zf:
             assert zf.read(f"danbert_convert-{__version__}.dist-info/licenses/LICENSE") == licence
             metadata = zf.read(f"danbert_convert-{__version__}.dist-info/METADATA").decode()
-        assert "License-Expression: MIT" in metadata
+            for name in ("NOTICE", "LICENSES/CC-BY-SA-4.0.txt"):
+                path = f"danbert_convert-{__version__}.dist-info/licenses/{name}"
+                assert zf.read(path) == (ROOT / name).read_bytes()
+        assert "License-Expression: MIT AND CC-BY-SA-4.0" in metadata
     else:
         import tarfile
 
@@ -98,5 +101,24 @@ def test_the_licence_is_in_what_is_published(tmp_path: Path, what: str) -> None:
             names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
             member = tf.extractfile(f"danbert_convert-{__version__}/LICENSE")
             assert member is not None and member.read() == licence
-        assert {"CHANGELOG.md", "README.md", "pyproject.toml"} <= names
+        assert {"CHANGELOG.md", "README.md", "pyproject.toml", "NOTICE"} <= names
+        assert "LICENSES/CC-BY-SA-4.0.txt" in names
         assert not [n for n in names if n.startswith("benchmarks/.cache")]
+
+
+def test_release_refuses_an_undated_or_empty_changelog_section(tmp_path: Path) -> None:
+    """The step runs as written: today's '## [0.1.0] - not yet released' must stop a release."""
+    jobs = yaml.safe_load(RELEASE_WORKFLOW.read_text())["jobs"]
+    (step,) = [s for s in jobs["build"]["steps"] if s.get("name", "").startswith("CHANGELOG")]
+
+    def run(changelog: str) -> int:
+        (tmp_path / "CHANGELOG.md").write_text(changelog)
+        env = {"GITHUB_REF_NAME": "v1.2.3", "PATH": "/usr/bin:/bin"}
+        return subprocess.run(["bash", "-c", step["run"]], cwd=tmp_path, env=env).returncode
+
+    dated = "# Changelog\n\n## [1.2.3] - 2027-01-31\n\n### Fixed\n- a thing\n\n## [1.2.2] - x\n"
+    assert run(dated) == 0
+    assert run(dated.replace("2027-01-31", "not yet released")) != 0
+    assert run(dated.replace("### Fixed\n- a thing\n", "")) != 0
+    assert run(dated.replace("[1.2.3]", "[1.2.30]")) != 0
+    assert run((ROOT / "CHANGELOG.md").read_text().replace(__version__, "1.2.3")) != 0

@@ -227,8 +227,14 @@ def _rename_unforced(tmp: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
+def atomic_dir(
+    target: Path, force: bool = False, keep: Callable[[str], bool] | None = None
+) -> Iterator[Path]:
     """Yield a temporary sibling of `target`; on success it replaces `target` by rename.
+
+    `keep(name)`: an entry of the replaced `target` to move into the new one (when the new one
+    has no entry of that name), such as a user's `.git` in a model folder; an entry that
+    cannot be moved stays in the old copy, which is then kept and named in a warning.
 
     On any exception, KeyboardInterrupt included, the temporary folder is removed and
     `target` is left exactly as it was. Once the new `target` is in place, a failure to
@@ -241,6 +247,7 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
     remove_stale_siblings(target)
     tmp = _make_sibling(target, "partial")
     old: Path | None = None
+    remove_old = True
     try:
         try:
             yield tmp
@@ -264,6 +271,8 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
                     except BaseException:
                         os.replace(old, target)
                         raise
+                    # What could not be moved stays, and so does the old copy that holds it.
+                    remove_old = keep is None or _move_kept(old, target, keep)
                 else:
                     os.replace(tmp, target)
         except BaseException:
@@ -271,7 +280,7 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
             raise
         if received:
             log.warning(f"interrupted after {target} was complete; it is kept")
-        if old is not None:
+        if old is not None and remove_old:
             try:
                 _remove(old)
             except (Exception, KeyboardInterrupt) as e:
@@ -285,6 +294,20 @@ def atomic_dir(target: Path, force: bool = False) -> Iterator[Path]:
             _active.discard(tmp)
             if old is not None:
                 _active.discard(old)
+
+
+def _move_kept(old: Path, target: Path, keep: Callable[[str], bool]) -> bool:
+    """Move `old`'s kept entries into `target` (renames: any size, same file system); False
+    when one could not be moved (it is left in `old`)."""
+    ok = True
+    for name in sorted(os.listdir(old)):
+        if keep(name) and not os.path.lexists(target / name):
+            try:
+                os.rename(old / name, target / name)
+            except OSError as e:
+                log.warning(f"{target}: could not keep {name} ({e}); it is in {old}")
+                ok = False
+    return ok
 
 
 @contextlib.contextmanager

@@ -121,15 +121,17 @@ class _Group(click.Group):
     def make_context(
         self, info_name: str | None, args: list[str], *rest: Any, **kwargs: Any
     ) -> click.Context:
+        # Before parsing: click's parser takes the arguments it reads out of `args`.
+        as_json = "--json" in args
         try:
             return super().make_context(info_name, args, *rest, **kwargs)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            if "--json" in args:
+            if as_json:
                 click.echo(_failure("interrupted", EXIT_INTERRUPTED))
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         except click.ClickException as e:  # a usage error before the subcommand
-            if "--json" in args:
+            if as_json:
                 click.echo(_failure(" ".join(e.format_message().split()), e.exit_code))
             raise
 

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -396,3 +397,27 @@ def test_write_card_on_a_folder_that_is_no_conversion(tmp_path) -> None:
     with pytest.raises(InputError, match=r"config\.json: expected a JSON object$"):
         card.write_card(tmp_path)
     assert not (tmp_path / "README.md").exists()
+
+
+def test_card_claims_no_parity_it_did_not_check(full_release, tmp_path) -> None:
+    """A copied folder whose source cannot be found: the card says parity was not run, and
+    gives no command-line advice."""
+    out = tmp_path / "elsewhere" / "model"
+    convert(full_release, out)
+    (out / "danbert-manifest.json").write_text(
+        (out / "danbert-manifest.json").read_text().replace('"root": "', '"root": "gone/')
+    )
+    r = cli_run("verify", str(out), "--write-card")
+    assert r.exit_code == 0, r.output
+    section = (out / "README.md").read_text("utf-8").split("## Verification", 1)[1]
+    assert "passed every check it ran (parity not run)" in section
+    assert "| parity | skip |" in section and "--against" not in section
+
+
+def test_a_failing_all_takes_back_the_cards_earlier_pass(sample, tmp_path) -> None:
+    out = tmp_path / "model"
+    shutil.copytree(sample, out)
+    assert "## Verification" in (out / "README.md").read_text("utf-8")
+    r = cli_run("all", SAMPLE, "--dest", str(tmp_path / "w"), "--out", str(out), "--expect", "zzzz")
+    assert r.exit_code == 6, r.output
+    assert "## Verification" not in (out / "README.md").read_text("utf-8")

@@ -4,6 +4,7 @@ its source files were (relative paths, never absolute ones).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
     from danbert_convert.families.bert import Plan
 
 MANIFEST_NAME = "danbert-manifest.json"
+# `danbert all`'s saved verify result, beside the manifest.
+VERIFY_NAME = "danbert-verify.json"
 # What pins the data shards' converted bytes when they are not hashed whole (--hash-sources).
 DATA_CHECK = (
     "every converted tensor's bytes were checked against the CRC-32C that the (hashed) "
@@ -98,3 +101,16 @@ def manifest(
         ],  # fmt: skip
         "skipped": [{"name": n, "reason": r} for n, r in plan.skipped.items()],
     }
+
+
+def danbert_files(folder: Path) -> set[str] | None:
+    """The names of what danbert wrote in `folder` by its manifest (outputs, the manifest, the
+    saved verify result, the card), or None when `folder` holds no readable manifest: then
+    nothing in it is known to be ours, or anyone else's."""
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        outputs = data["outputs"]
+        names = {str(name) for name in outputs}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return names | {MANIFEST_NAME, VERIFY_NAME, "README.md"}

@@ -30,7 +30,13 @@ from danbert_convert.defaults import FORMATS, HEAD_SETTINGS, HIDDEN_ACTS
 from danbert_convert.errors import InputError
 from danbert_convert.families.bert import Plan, TensorPlan, plan
 from danbert_convert.output.card import CARD_NAME, carry_users_readme, kept_message, write_card
-from danbert_convert.output.manifest import MANIFEST_NAME, in_folder, manifest, source_root
+from danbert_convert.output.manifest import (
+    MANIFEST_NAME,
+    danbert_files,
+    in_folder,
+    manifest,
+    source_root,
+)
 from danbert_convert.output.tokenizer import (
     TokenizerSettings,
     unproducible_warnings,
@@ -229,7 +235,12 @@ def convert(
         for w in warnings:
             log.warning(w)
 
-        with atomic_dir(out, force) as tmp:
+        # A folder of ours being replaced may hold the user's own files too (a Hub repository's
+        # .git, .gitattributes, notes): they move into the new folder. A folder that is not
+        # ours (no manifest) is replaced whole, as --force says.
+        ours = danbert_files(out) if force else None
+        keep = None if ours is None else (lambda name: name not in ours)
+        with atomic_dir(out, force, keep) as tmp:
             outputs = _write_weights(ckpt, p, tmp, format, progress)
             # Every file but the manifest, so that `all` can tell a damaged folder from a good one;
             # hashed as written, never read back.

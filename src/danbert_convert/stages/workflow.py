@@ -15,7 +15,7 @@ from danbert_convert._fs import StrPath, sha256_file, write_json
 from danbert_convert.defaults import DEFAULT_DEST, RETRIES, TIMEOUT
 from danbert_convert.errors import DanbertError
 from danbert_convert.output.card import update_card
-from danbert_convert.output.manifest import MANIFEST_NAME, source_paths
+from danbert_convert.output.manifest import MANIFEST_NAME, VERIFY_NAME, source_paths
 from danbert_convert.releases.registry import DEFAULT_MODEL
 from danbert_convert.stages.convert import convert, paths_as_strings
 from danbert_convert.stages.fetch import FetchResult, fetch
@@ -23,7 +23,6 @@ from danbert_convert.stages.verify import Report, read_manifest, verify
 
 log = logging.getLogger(__name__)
 
-VERIFY_NAME = "danbert-verify.json"
 T = TypeVar("T")
 
 
@@ -61,10 +60,10 @@ class AllResult:
 
     def python_lines(self) -> str:
         """The two lines of Python that load the result."""
-        p = str(self.out.resolve())
+        p = repr(str(self.out.resolve()))  # a literal of any path: C:\Users, quotes
         return (
-            f'tokenizer = AutoTokenizer.from_pretrained("{p}")\n'
-            f'model = AutoModel.from_pretrained("{p}")'
+            f"tokenizer = AutoTokenizer.from_pretrained({p})\n"
+            f"model = AutoModel.from_pretrained({p})"
         )
 
 
@@ -104,9 +103,12 @@ def public_url(url: str) -> str | None:
 def provenance(fetched: FetchResult) -> dict[str, object] | None:
     """Where the checkpoint came from, for the manifest: the release name, the URL it was
     downloaded from in this run (None when the zip was already in DEST or given with
-    --from), the zip's name and the SHA-256 fetch computed. None for an unpacked folder."""
+    --from), the zip's name and the SHA-256 fetch computed. For an unpacked folder only the
+    release name, when one was given (the card credits it); None without one."""
     if fetched.sha256 is None or fetched.zip_path is None:
-        return None
+        if fetched.model is None:
+            return None
+        return {"release": fetched.model, "url": None, "zip": None, "zip_sha256": None}
     return {
         "release": fetched.model,
         "url": public_url(fetched.source) if fetched.downloaded else None,
@@ -116,9 +118,14 @@ def provenance(fetched: FetchResult) -> dict[str, object] | None:
 
 
 def _conversion_current(
-    out: Path, checkpoint_dir: Path, hidden_act: str | None, heads: str = "auto"
+    out: Path,
+    checkpoint_dir: Path,
+    hidden_act: str | None,
+    heads: str = "auto",
+    release: str | None = None,
 ) -> bool:
-    """OUT holds a complete conversion of this checkpoint folder with the asked settings."""
+    """OUT holds a complete conversion of this checkpoint folder with the asked settings (and,
+    when a release is named, recorded as that release's: the card credits it)."""
     try:
         m = read_manifest(out)
     except DanbertError:
@@ -127,6 +134,10 @@ def _conversion_current(
         return False
     settings = m.get("settings", {})
     if hidden_act and settings.get("hidden_act") != hidden_act:
+        return False
+    if hidden_act is None and settings.get("hidden_act_overridden"):
+        return False  # no override asked: bert_config.json's activation, not an earlier one
+    if release is not None and (m.get("provenance") or {}).get("release") != release:
         return False
     # Manifests from before --heads were all written as auto does.
     if settings.get("heads", "auto") != heads:
@@ -234,7 +245,9 @@ def run_all(
     result.stages[-1].skipped = not (fetched.downloaded or fetched.unpacked)
     result.checkpoint_dir = fetched.checkpoint_dir
 
-    current = not force and _conversion_current(out, fetched.checkpoint_dir, hidden_act, heads)
+    current = not force and _conversion_current(
+        out, fetched.checkpoint_dir, hidden_act, heads, fetched.model
+    )
     if current:
         _stage("convert", result, True, lambda: None)
     else:
@@ -262,11 +275,14 @@ def run_all(
     def run_verify() -> Report:
         report = verify(out, against=fetched.checkpoint_dir, reader=reader, expect=expect,
                         progress=progress)  # fmt: skip
-        data = {**report.to_dict(), "manifest_sha256": _manifest_digest(out)}
+        # The folder is published as it is: its own name, not where it lives on this machine.
+        data = {**report.to_dict(), "model": out.name, "manifest_sha256": _manifest_digest(out)}
         write_json(out / VERIFY_NAME, data)
         result.report = report
         if not report.ok:
             log.info("%s", report.table())
+            if card:  # an earlier pass it may show is no longer true of this folder
+                update_card(out, None, announce=False)
         report.raise_if_failed()
         return report
 
