@@ -60,7 +60,7 @@ class AllResult:
 
     def python_lines(self) -> str:
         """The two lines of Python that load the result."""
-        p = repr(str(self.out.resolve()))  # a literal of any path: C:\Users, quotes
+        p = json.dumps(str(self.out.resolve()), ensure_ascii=False)  # a literal of any path
         return (
             f"tokenizer = AutoTokenizer.from_pretrained({p})\n"
             f"model = AutoModel.from_pretrained({p})"
@@ -191,9 +191,11 @@ def _verified(out: Path) -> Report | None:
     if not (saved.get("ok") and saved.get("manifest_sha256") == _manifest_digest(out)):
         return None
     try:
-        return Report.from_dict(saved)
+        report = Report.from_dict(saved)
     except (KeyError, TypeError, AttributeError):  # edited: verify again
         return None
+    report.model = out  # saved as the folder's bare name: the folder is published
+    return report
 
 
 def run_all(
