@@ -155,6 +155,12 @@ def assert_matches_tensorflow(prefix: Path, expected: dict[str, np.ndarray] | No
             ours, theirs = native.read(name), tf_reader.read(name)
             assert ours.shape == info.shape == tf_reader.variables()[name].shape, name
             assert ours.dtype == info.dtype, name
+            # What is stored, through the protocol: TensorFlow's dtype name, the index's size.
+            assert info.stored_dtype == tf_reader.variables()[name].stored_dtype, name
+            assert info.stored_dtype == theirs.dtype.name or theirs.dtype == object, name
+            assert info.stored_bytes == native.entry(name).size, name
+            if theirs.dtype != object:
+                assert info.stored == (theirs.dtype.name, theirs.nbytes), name
             if theirs.dtype.name == "bfloat16":
                 # We widen bfloat16 to float32: the upper halves must be TF's bits, exactly.
                 assert ours.dtype == np.float32

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -23,14 +23,29 @@ from danbert_convert.source import normalize_prefix
 
 @dataclass(frozen=True)
 class VariableInfo:
+    """One variable as its checkpoint lists it: what `read` returns, and what is stored."""
+
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
+    """The dtype of the array `read` returns."""
+    stored_dtype: str = ""
+    """The dtype as stored, spelled as numpy does (or "bfloat16", "string"); "" when it is
+    `dtype`'s."""
+    stored_bytes: int | None = field(default=None, compare=False)
+    """Bytes the value takes in the data file, as the index says; None when the reader cannot
+    tell (then `nbytes`). Not compared: TensorFlow's reader cannot tell."""
 
     @property
     def nbytes(self) -> int:
         # Python ints: an index can claim dimensions whose product overflows int64.
         return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def stored(self) -> tuple[str, int]:
+        """(stored dtype, stored bytes), filled in from `dtype` and `nbytes` where unknown."""
+        size = self.nbytes if self.stored_bytes is None else self.stored_bytes
+        return (self.stored_dtype or self.dtype.name, size)
 
 
 class CheckpointReader(Protocol):

@@ -469,7 +469,7 @@ class BundleReader:
         dtype = _NUMPY_DTYPES.get(entry.dtype)
         if dtype is None:
             dtype = np.dtype(np.float32 if entry.dtype == DT_BFLOAT16 else object)
-        return VariableInfo(name, entry.shape, dtype)
+        return VariableInfo(name, entry.shape, dtype, _dtype_name(entry.dtype), entry.size)
 
     def variables(self) -> dict[str, VariableInfo]:
         return self._vars

@@ -44,8 +44,12 @@ class TensorFlowReader:
         shapes = self._reader.get_variable_to_shape_map()
         dtypes = self._reader.get_variable_to_dtype_map()
         self._vars = {
+            # TensorFlow does not say how many bytes a variable takes in its shard.
             name: VariableInfo(
-                name, tuple(int(d) for d in shapes[name]), np.dtype(dtypes[name].as_numpy_dtype)
+                name,
+                tuple(int(d) for d in shapes[name]),
+                np.dtype(dtypes[name].as_numpy_dtype),
+                dtypes[name].name,
             )
             for name in sorted(shapes)
         }

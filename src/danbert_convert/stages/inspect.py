@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from danbert_convert.errors import InputError
 from danbert_convert.families.bert import match, plan, skip_reason
 from danbert_convert.output.tokenizer import VocabReport, vocab_report
-from danbert_convert.readers.bundle import BundleReader
+from danbert_convert.readers.base import open_checkpoint
 from danbert_convert.source import find_checkpoint, normalize_prefix, read_config, read_vocab
 
 if TYPE_CHECKING:
@@ -104,9 +104,12 @@ def inspect_checkpoint(
     Raises InputError when no checkpoint is found or its .index is damaged.
     """
     prefix, config, vocab = _locate(Path(src), config, vocab)
-    with BundleReader(prefix) as reader:
+    # The native reader reads the .index alone until a value is asked for.
+    reader = open_checkpoint(prefix, "native")
+    try:
         infos = reader.variables()
-        stored = {name: (reader.stored_dtype(name), reader.entry(name).size) for name in infos}
+    finally:
+        reader.close()
     maps: dict[str, str] = {}
     skipped: dict[str, str] = {}
     architecture = problem = None
@@ -146,7 +149,7 @@ def inspect_checkpoint(
                 skipped[name] = skip_reason(name) or "unrecognised"
     variables = []
     for name, info in infos.items():
-        dtype, size = stored[name]
+        dtype, size = info.stored
         target, reason = maps.get(name), skipped.get(name)
         kind = WEIGHTS if target else OPTIMIZER if skip_reason(name) else OTHER
         variables.append(Variable(name, list(info.shape), dtype, size, target, reason, kind))
