@@ -358,3 +358,18 @@ def test_all_fails_for_a_missing_head_leaving_no_out(release, tmp_path):
     )
     assert "cls/predictions/output_bias" in line
     assert not out.exists()
+
+
+def test_unsupported_heads_name_the_choices_that_convert(tmp_path):
+    """An MLM head beside a classifier makes no transformers class; --heads mlm and none do."""
+    variables = with_training_state(bert_variables(TINY_CONFIG, heads=("mlm", "classifier")))
+    src = write_release(tmp_path / "src", variables=variables)
+    r = CliRunner().invoke(cli, ["convert", str(src), str(tmp_path / "m")])
+    assert r.exit_code == 3, r.output
+    assert r.stderr.strip() == (
+        f"error: {src / 'bert_model.ckpt'}.index: unsupported combination of output heads "
+        "(classifier, mlm); --heads mlm or none writes a part of it"
+    )
+    for heads in ("mlm", "none"):
+        r = CliRunner().invoke(cli, ["convert", str(src), str(tmp_path / heads), "--heads", heads])
+        assert r.exit_code == 0, r.output

@@ -224,6 +224,11 @@ def _hf_name(rule: Rule, layer: int | None, arch: Architecture) -> str:
     return name
 
 
+def _heads_of(name: str) -> frozenset[str]:
+    arch = architecture(name)
+    return frozenset() if arch is None else frozenset(arch.heads)
+
+
 def _choose_architecture(present: set[str], heads: str, where: str) -> Architecture:
     """The class to write for the checkpoint's head groups and the --heads choice.
 
@@ -242,8 +247,12 @@ def _choose_architecture(present: set[str], heads: str, where: str) -> Architect
             f"heads must be auto, all or one of {sorted(CLASS_FOR_HEADS)}, not {heads!r}"
         )
     if found is None:
+        # A class made of some of its heads still converts, leaving the others out.
+        ways = [h for h, cls in CLASS_FOR_HEADS.items() if _heads_of(cls) <= present]
+        hint = f"; --heads {' or '.join(ways)} writes a part of it" if ways else ""
         raise InputError(
             f"{where}: unsupported combination of output heads ({', '.join(sorted(present))})"
+            + hint
         )
     missing = [h for h in HEADS if h.group in found.heads - present]
     if missing:
