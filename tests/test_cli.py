@@ -602,3 +602,15 @@ def test_json_before_the_subcommand_still_gets_its_json_document() -> None:
         "error": "No such option '--json'. Did you mean '--version'?",
         "exit_code": 2,
     }
+
+
+@pytest.mark.parametrize("args", [["models"], ["models", "--json"]])
+def test_a_reader_that_goes_away_is_exit_141_and_no_error(args):
+    """`danbert models | head -c0`: stdout's pipe closed before anything is written. The
+    process ends as SIGPIPE would end it for a shell (141), with nothing on stderr."""
+    p = subprocess.Popen([sys.executable, "-m", "danbert_convert", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)  # fmt: skip
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # before the interpreter has even started: the first write fails
+    stderr = p.stderr.read().decode()
+    assert (p.wait(timeout=60), stderr) == (141, "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from collections import Counter
@@ -24,7 +25,13 @@ from danbert_convert.defaults import (
     RETRIES,
     TIMEOUT,
 )
-from danbert_convert.errors import EXIT_INTERRUPTED, DanbertError, VerifyError, one_line
+from danbert_convert.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    DanbertError,
+    VerifyError,
+    one_line,
+)
 
 log = logging.getLogger("danbert_convert")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -150,6 +157,9 @@ class _Group(click.Group):
             self._fail(ctx, f"error: {e}", one_line(e), e.exit_code)
         except KeyboardInterrupt:
             self._fail(ctx, "interrupted", "interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _stdout_gone()
+            ctx.exit(EXIT_BROKEN_PIPE)
         except OSError as e:  # disk full, permission denied: the message names the file
             log.debug("traceback", exc_info=True)
             self._fail(ctx, f"error: {one_line(e)}", one_line(e), 1)
@@ -179,6 +189,14 @@ class _Group(click.Group):
 
 def _failure(message: str, code: int) -> str:
     return json.dumps({"ok": False, "error": message, "exit_code": code}, ensure_ascii=False)
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again:
+    nobody reads what is left, and the exit status says what happened."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _echo_json_error(ctx: click.Context, message: str, code: int) -> None:

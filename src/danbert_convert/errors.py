@@ -34,6 +34,9 @@ class VerifyError(DanbertError):
 
 
 EXIT_INTERRUPTED = 130
+# stdout's reader went away (`danbert models --json | head -c1`): what a shell reports for a
+# process that SIGPIPE ended, as `yes | head` ends.
+EXIT_BROKEN_PIPE = 141
 
 
 def one_line(e: BaseException) -> str:
