@@ -325,6 +325,12 @@ def test_all_json_success_and_failure(tmp_path):
     assert json.loads((out / "danbert-verify.json").read_text())["ok"] is True
     error = failure(run("all", "no-such-model", "--dest", tmp_path / "w3", "--json"), 3)
     assert error.startswith("fetch stage: unknown model 'no-such-model' (known: ")
+    # A failing verify stage: the failure document carries the report, whose checks say why.
+    r = run("all", SAMPLE, "--dest", tmp_path / "w", "--out", out, "--expect", "zzzz", "--json")
+    assert r.exit_code == 6, r.output
+    doc = one_document(r, "all")
+    assert doc["error"].startswith("verify stage")
+    assert {c["name"]: c["status"] for c in doc["report"]["checks"]}["fill-mask"] == "fail"
 
 
 def test_inspect_json_success_and_failure(full_release, tmp_path):

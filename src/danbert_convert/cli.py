@@ -573,7 +573,14 @@ def all_cmd(ctx: click.Context, model: str | None, as_json: bool, **options: Any
     from danbert_convert.stages.workflow import run_all
 
     reuse_freed_memory()
-    result = run_all(model, progress=progress_enabled(ctx), **options)
+    try:
+        result = run_all(model, progress=progress_enabled(ctx), **options)
+    except VerifyError as e:
+        report = getattr(e.report, "to_dict", None)
+        if as_json and report is not None:  # the failure, with the checks that tell why
+            doc = {"ok": False, "error": one_line(e), "exit_code": e.exit_code, "report": report()}
+            _echo_json(ctx, doc)
+        raise
     if as_json:
         _echo_json(ctx, {"ok": True, **result.to_dict()})
         return

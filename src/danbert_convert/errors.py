@@ -31,6 +31,8 @@ class VerifyError(DanbertError):
     """A converted model failed one of the verification checks."""
 
     exit_code = 6
+    report: object = None
+    """The verify Report whose checks failed, when it was raised for one."""
 
 
 EXIT_INTERRUPTED = 130

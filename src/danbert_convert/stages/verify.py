@@ -110,7 +110,9 @@ class Report:
         """VerifyError naming the failed checks, if any failed."""
         failed = [c.name for c in self.checks if c.status == FAIL]
         if failed:
-            raise VerifyError(f"{self.model}: failed checks: {', '.join(failed)}")
+            e = VerifyError(f"{self.model}: failed checks: {', '.join(failed)}")
+            e.report = self
+            raise e
 
     def to_dict(self) -> dict[str, Any]:
         return {
