@@ -413,3 +413,15 @@ def test_cli_verify_progress_on_stderr_and_hidden_with_q(sample) -> None:
     assert [line.split()[1] for line in err if "/5] " in line] == [f"[{i}/5]" for i in range(1, 6)]
     quiet = CliRunner().invoke(cli, ["-q", "verify", str(converted.out)])
     assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, r.stdout, "")
+
+
+def test_choice_types_list_the_cli_choices() -> None:
+    """The API's Literal types (what type checkers hold a call to) and the CLI's choices are
+    the same values."""
+    from typing import get_args
+
+    from danbert_convert import defaults
+
+    assert get_args(defaults.ReaderName) == defaults.READERS
+    assert get_args(defaults.WeightFormat) == defaults.FORMATS
+    assert get_args(defaults.HeadSetting) == defaults.HEAD_SETTINGS

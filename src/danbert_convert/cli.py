@@ -24,6 +24,8 @@ from danbert_convert.defaults import (
     READERS,
     RETRIES,
     TIMEOUT,
+    ReaderName,
+    WeightFormat,
 )
 from danbert_convert.errors import (
     EXIT_BROKEN_PIPE,
@@ -383,7 +385,7 @@ def _check_one_source(urls: tuple[str, ...], from_path: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def convert(
-    ctx: click.Context, src: Path, out: Path, fmt: str, as_json: bool, **options: Any
+    ctx: click.Context, src: Path, out: Path, fmt: WeightFormat, as_json: bool, **options: Any
 ) -> None:
     """Convert the Google-BERT checkpoint folder SRC into the transformers model folder OUT."""
     from danbert_convert.stages.convert import convert as run
@@ -507,7 +509,7 @@ def verify_cmd(
     ctx: click.Context,
     out: Path,
     against: Path | None,
-    reader: str,
+    reader: ReaderName,  # click.Choice(READERS) hands over one of these
     expect: str | None,
     sentences: tuple[str, ...],
     write_card: bool,

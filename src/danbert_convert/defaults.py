@@ -1,4 +1,4 @@
-"""Choices and defaults that the CLI shows in --help, in a module that imports nothing.
+"""Choices and defaults that the CLI shows in --help, in a module that imports nothing heavy.
 
 The stages use these too; keeping them here lets `danbert --help`, `--version` and `models`
 start without numpy, requests or any stage (each command imports its stage when it runs).
@@ -7,14 +7,21 @@ start without numpy, requests or any stage (each command imports its stage when 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-READERS = ("auto", "native", "tensorflow")
+# The choices as types, for the Python API's signatures (type checkers see a misspelling);
+# the tuples below list the same values for the CLI (a test holds them equal).
+ReaderName = Literal["auto", "native", "tensorflow"]
+WeightFormat = Literal["safetensors", "bin", "both"]
+HeadSetting = Literal["auto", "all", "mlm", "none"]
+
+READERS: tuple[ReaderName, ...] = ("auto", "native", "tensorflow")
 """Checkpoint readers: auto is the built-in (native) one; tensorflow needs the tf extra."""
 
-FORMATS = ("safetensors", "bin", "both")
+FORMATS: tuple[WeightFormat, ...] = ("safetensors", "bin", "both")
 """Weight files convert can write."""
 
-HEAD_SETTINGS = ("auto", "all", "mlm", "none")
+HEAD_SETTINGS: tuple[HeadSetting, ...] = ("auto", "all", "mlm", "none")
 """Which output heads convert writes: the checkpoint's (auto), every head of its class (all: a
 pre-training checkpoint needs MLM and next-sentence), the MLM head only (BertForMaskedLM) or
 none (BertModel)."""

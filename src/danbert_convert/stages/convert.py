@@ -26,7 +26,14 @@ from danbert_convert._fs import (
     sha256_file,
     write_json,
 )
-from danbert_convert.defaults import FORMATS, HEAD_SETTINGS, HIDDEN_ACTS
+from danbert_convert.defaults import (
+    FORMATS,
+    HEAD_SETTINGS,
+    HIDDEN_ACTS,
+    HeadSetting,
+    ReaderName,
+    WeightFormat,
+)
 from danbert_convert.errors import InputError
 from danbert_convert.families.bert import Plan, TensorPlan, plan
 from danbert_convert.output.card import CARD_NAME, carry_users_readme, kept_message, write_card
@@ -133,14 +140,14 @@ def convert(
     checkpoint: StrPath | None = None,
     config: StrPath | None = None,
     vocab: StrPath | None = None,
-    format: str = "safetensors",
+    format: WeightFormat = "safetensors",
     force: bool = False,
     ignore_unknown: bool = False,
     lowercase: bool | None = None,
     strip_accents: bool | None = None,
     hidden_act: str | None = None,
-    reader: str = "auto",
-    heads: str = "auto",
+    reader: ReaderName = "auto",
+    heads: HeadSetting = "auto",
     progress: bool | None = None,
     hash_sources: bool = False,
     provenance: dict[str, object] | None = None,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from danbert_convert._fs import StrPath, leave_signals_to_main_thread, sha256_file
-from danbert_convert.defaults import READERS
+from danbert_convert.defaults import READERS, ReaderName
 from danbert_convert.errors import InputError, VerifyError, one_line
 from danbert_convert.families.bert import HEADS, Architecture, architecture, group_of
 from danbert_convert.families.bert_reference import ACTIVATIONS, Outputs, forward, variable_shapes
@@ -237,7 +237,7 @@ def verify(
     out: StrPath,
     *,
     against: StrPath | None = None,
-    reader: str = "auto",
+    reader: ReaderName = "auto",
     expect: str | None = None,
     sentences: Sequence[str] | None = None,
     progress: bool | None = None,

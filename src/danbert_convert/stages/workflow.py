@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from danbert_convert._fs import StrPath, sha256_file, write_json
-from danbert_convert.defaults import DEFAULT_DEST, RETRIES, TIMEOUT
+from danbert_convert.defaults import DEFAULT_DEST, RETRIES, TIMEOUT, HeadSetting, ReaderName
 from danbert_convert.errors import DanbertError
 from danbert_convert.output.card import update_card
 from danbert_convert.output.manifest import MANIFEST_NAME, VERIFY_NAME, source_paths
@@ -209,9 +209,9 @@ def run_all(
     retries: int = RETRIES,
     timeout: float | tuple[float, float] = TIMEOUT,
     force: bool = False,
-    reader: str = "auto",
+    reader: ReaderName = "auto",
     hidden_act: str | None = None,
-    heads: str = "auto",
+    heads: HeadSetting = "auto",
     expect: str | None = None,
     progress: bool | None = None,
     card: bool = True,
