@@ -16,7 +16,7 @@ import numpy as np
 
 from danbert_convert._fs import HashingWriter, hashing_writer, pipelined_writer
 from danbert_convert.errors import one_line
-from danbert_convert.families.bert import TRANSPOSE, Plan, TensorPlan
+from danbert_convert.families.bert import TRANSPOSE, TensorPlan
 
 SAFETENSORS_DTYPES = {
     "float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
@@ -129,31 +129,3 @@ def write_bin(safetensors_path: Path, path: Path) -> str:
                 raise out.error from e
             raise OSError(errno.EIO, f"cannot write it ({one_line(e)})", str(path)) from e
     return f.hexdigest()
-
-
-def hf_config(
-    bert_config: dict, plan: Plan, hidden_act: str | None, pad_token_id: int
-) -> dict[str, object]:
-    """config.json: bert_config.json with every key kept, plus what transformers needs."""
-    config: dict[str, object] = {**bert_config}
-    config["model_type"] = "bert"
-    config["architectures"] = [plan.architecture.name]
-    if hidden_act:
-        config["hidden_act"] = hidden_act
-    config.setdefault("layer_norm_eps", 1e-12)  # Google BERT's LayerNorm epsilon
-    config["pad_token_id"] = pad_token_id
-    if len({t.dtype for t in plan.tensors}) > 1:
-        # transformers loads the whole model in one dtype, by default the first tensor's:
-        # float32 weights would be rounded to a float16 neighbour's. float16 and bfloat16
-        # widen to float32 exactly.
-        config["dtype"] = "float32"
-    if "num_labels" in plan.derived_config:
-        # From the classifier's shape, which the plan checked against bert_config.json.
-        n = int(str(plan.derived_config["num_labels"]))
-        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
-        config["label2id"] = {f"LABEL_{i}": i for i in range(n)}
-    else:
-        # Without a classifier the key sizes nothing but the label table transformers builds
-        # from it on load, which an absurd value would make huge.
-        config.pop("num_labels", None)
-    return config

@@ -35,7 +35,7 @@ from danbert_convert.defaults import (
     WeightFormat,
 )
 from danbert_convert.errors import InputError
-from danbert_convert.families.bert import Plan, TensorPlan, plan
+from danbert_convert.families.bert import Plan, TensorPlan, hf_config, plan
 from danbert_convert.output.card import CARD_NAME, carry_users_readme, kept_message, write_card
 from danbert_convert.output.manifest import (
     MANIFEST_NAME,
@@ -53,7 +53,6 @@ from danbert_convert.output.tokenizer import (
 from danbert_convert.output.writer import (
     BIN_NAME,
     WEIGHTS_NAME,
-    hf_config,
     transform,
     write_bin,
     write_safetensors,
