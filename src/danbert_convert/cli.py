@@ -21,6 +21,7 @@ from danbert_convert.defaults import (
     FORMATS,
     HEAD_SETTINGS,
     HIDDEN_ACTS,
+    PARTS,
     READERS,
     RETRIES,
     TIMEOUT,
@@ -312,6 +313,10 @@ heads_option = click.option(
     help="Heads to write: the checkpoint's (auto); MLM and next-sentence, failing if one is "
     "missing (all); MLM only (mlm: BertForMaskedLM); none (BertModel).",
 )  # fmt: skip
+part_option = click.option(
+    "--part", type=click.Choice(PARTS), default=None,
+    help="ELECTRA: the network to convert (default: discriminator).",
+)  # fmt: skip
 expect_option = click.option(
     "--expect", metavar="TOKEN", help="Fail unless TOKEN is in the first fill-mask top 5."
 )
@@ -346,7 +351,10 @@ def _check_one_source(urls: tuple[str, ...], from_path: Path | None) -> None:
     type=click.Path(path_type=Path),
     help="Checkpoint prefix (default: discovered in SRC).",
 )
-@click.option("--config", type=click.Path(path_type=Path), help="bert_config.json to use.")
+@click.option(
+    "--config", type=click.Path(path_type=Path),
+    help="bert_config.json to use (ELECTRA: optional; its --hparams JSON or a config.json).",
+)  # fmt: skip
 @click.option("--vocab", type=click.Path(path_type=Path), help="vocab.txt to use.")
 @click.option(
     "--format",
@@ -369,6 +377,7 @@ def _check_one_source(urls: tuple[str, ...], from_path: Path | None) -> None:
 )
 @hidden_act_option
 @heads_option
+@part_option
 @reader_option
 @click.option(
     "--ignore-unknown",
@@ -387,7 +396,7 @@ def _check_one_source(urls: tuple[str, ...], from_path: Path | None) -> None:
 def convert(
     ctx: click.Context, src: Path, out: Path, fmt: WeightFormat, as_json: bool, **options: Any
 ) -> None:
-    """Convert the Google-BERT checkpoint folder SRC into the transformers model folder OUT."""
+    """Convert the BERT or ELECTRA checkpoint folder SRC into the transformers model folder OUT."""
     from danbert_convert.stages.convert import convert as run
     from danbert_convert.stages.convert import reuse_freed_memory
 
@@ -560,6 +569,7 @@ def verify_cmd(
 @reader_option
 @hidden_act_option
 @heads_option
+@part_option
 @expect_option
 @card_option
 @click.option("-f", "--force", is_flag=True, help="Redo every stage.")

@@ -14,6 +14,7 @@ from typing import Literal
 ReaderName = Literal["auto", "native", "tensorflow"]
 WeightFormat = Literal["safetensors", "bin", "both"]
 HeadSetting = Literal["auto", "all", "mlm", "none"]
+PartName = Literal["discriminator", "generator"]
 
 READERS: tuple[ReaderName, ...] = ("auto", "native", "tensorflow")
 """Checkpoint readers: auto is the built-in (native) one; tensorflow needs the tf extra."""
@@ -25,6 +26,9 @@ HEAD_SETTINGS: tuple[HeadSetting, ...] = ("auto", "all", "mlm", "none")
 """Which output heads convert writes: the checkpoint's (auto), every head of its class (all: a
 pre-training checkpoint needs MLM and next-sentence), the MLM head only (BertForMaskedLM) or
 none (BertModel)."""
+
+PARTS: tuple[PartName, ...] = ("discriminator", "generator")
+"""The networks of an ELECTRA pre-training checkpoint that convert can write."""
 
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "tanh")
 """Activations transformers knows that a BERT checkpoint can sensibly be run with."""

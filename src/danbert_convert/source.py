@@ -1,7 +1,9 @@
-"""The source folder: where its checkpoint, bert_config.json and vocab.txt are, and reading them.
+"""The source folder: where its checkpoint, config and vocab.txt are, and reading the files.
 
 Discovery lives here, in one place: the `checkpoint` state file, the checkpoint prefix and
-its `.data-*` shards, the config and the vocab.
+its `.data-*` shards, the config (bert_config.json when the release has one) and the vocab.
+What the config must say is the model family's business (families/): `families.load_source`
+reads a `SourceFiles` into a `Source`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,33 +24,41 @@ if TYPE_CHECKING:
     from danbert_convert._fs import StrPath
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-REQUIRED_CONFIG_KEYS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "max_position_embeddings",
-    "type_vocab_size",
-)
+CONFIG_NAME = "bert_config.json"  # found beside the checkpoint without being named
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class SourceFiles:
+    """Where a release's parts are; nothing read yet."""
+
+    folder: Path  # where files are looked for (the prefix's folder when only overrides)
+    checkpoint: Path  # prefix
+    config_path: Path | None  # None: none given and no bert_config.json beside it
+    vocab_path: Path
+    state_path: Path | None = None  # the `checkpoint` state file, when it was read
+
+
+@dataclass(frozen=True)
 class Source:
     checkpoint: Path  # prefix
-    config_path: Path
+    config_path: Path | None
     vocab_path: Path
-    config: dict
+    config: dict  # the converted part's sizes, in transformers config keys
     vocab: list[str]
     state_path: Path | None = None  # the `checkpoint` state file, when it was read
+    family: str = "bert"  # families.FAMILIES' name
+    part: str = ""  # which network of the checkpoint ("" when it holds one)
+    # Sizes that did not come from a config file: key -> where from ("shape of X", "rule").
+    config_origin: dict[str, str] = field(default_factory=dict)
 
     def small_files(self) -> list[Path]:
         """The files read whole: the manifest hashes them in full."""
         index = Path(f"{self.checkpoint}.index")
         state = [self.state_path] if self.state_path else []
-        return [self.config_path, self.vocab_path, index, *state]
+        config = [self.config_path] if self.config_path else []
+        return [*config, self.vocab_path, index, *state]
 
     def files(self) -> list[Path]:
         """Every file the conversion reads."""
@@ -164,8 +174,9 @@ def _read_text(path: Path, not_utf8: str) -> str:
         raise InputError(f"{path}: {not_utf8} ({e})") from None
 
 
-def read_config(path: Path) -> dict:
-    """bert_config.json as a dict, checked for the keys a BERT needs and for NaN/Infinity."""
+def read_json(path: Path) -> dict:
+    """A config file as a dict: a JSON object without NaN/Infinity (what it must hold is the
+    family's to say)."""
     text = _read_text(path, "not valid JSON")
     try:
         config = json.loads(text)
@@ -179,17 +190,6 @@ def read_config(path: Path) -> dict:
     if bad is not None:
         # json reads NaN, Infinity and numbers like 1e400 (as inf); config.json must not hold them.
         raise InputError(f"{path}: {bad[0]} is {bad[1]}; numbers must be finite")
-    for key in REQUIRED_CONFIG_KEYS:
-        value = config.get(key)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InputError(f"{path}: key {key!r} missing or not an integer")
-        if value < 1:
-            raise InputError(f"{path}: {key} is {value}; it must be a positive integer")
-    if config["hidden_size"] % config["num_attention_heads"]:
-        raise InputError(
-            f"{path}: hidden_size {config['hidden_size']} is not a multiple of "
-            f"num_attention_heads {config['num_attention_heads']}"
-        )
     return config
 
 
@@ -238,23 +238,27 @@ def read_vocab(path: Path, vocab_size: int) -> list[str]:
     return vocab
 
 
-def discover(
+def locate(
     src: StrPath,
     *,
     checkpoint: StrPath | None = None,
     config: StrPath | None = None,
     vocab: StrPath | None = None,
-) -> Source:
-    """Locate and read the parts of a Google-BERT release folder; overrides win."""
+) -> SourceFiles:
+    """Locate the parts of a release folder; overrides win. The config is optional here
+    (ELECTRA releases have none); bert_config.json is used when it is there."""
     src = Path(src)
-    if not src.is_dir() and not (checkpoint and config and vocab):
+    if not src.is_dir() and not (checkpoint and vocab):
         raise InputError(f"{src}: not a folder")
     prefix = normalize_prefix(Path(checkpoint)) if checkpoint else find_checkpoint(src)
-    config_path = _find_file(src, "bert_config.json", config, "bert_config.json")
-    vocab_path = _find_file(src, "vocab.txt", vocab, "vocab.txt")
-    cfg = read_config(config_path)
+    folder = src if src.is_dir() else prefix.parent
+    if config is not None:
+        config_path: Path | None = _find_file(folder, CONFIG_NAME, config, "config")
+    else:
+        config_path = folder / CONFIG_NAME if (folder / CONFIG_NAME).is_file() else None
+    vocab_path = _find_file(folder, "vocab.txt", vocab, "vocab.txt")
     state = src / "checkpoint"
-    return Source(
-        prefix, config_path, vocab_path, cfg, read_vocab(vocab_path, cfg["vocab_size"]),
+    return SourceFiles(
+        folder, prefix, config_path, vocab_path,
         state if checkpoint is None and state.is_file() else None,
     )  # fmt: skip

@@ -286,12 +286,13 @@ def test_table_matches_transformers_classes():
         model = getattr(transformers, arch.name)(config)
         assert (model.base_model.pooler is not None) == arch.pooler, arch.name
         for head in HEADS:
-            try:
-                model.get_submodule(head.module)
-                has = True
-            except AttributeError:
-                has = False
-            assert has == (head.group in arch.heads), (arch.name, head.module)
+            for module in head.modules:
+                try:
+                    model.get_submodule(module)
+                    has = True
+                except AttributeError:
+                    has = False
+                assert has == (head.group in arch.heads), (arch.name, module)
         prefixed = any(k.startswith("bert.") for k in model.state_dict())
         assert prefixed == arch.prefixed, arch.name
 

@@ -175,3 +175,47 @@ def test_without_vocab_and_with_a_bad_one(full_release: Path, tmp_path: Path) ->
     doc = json.loads(run(str(folder), "--json")[1])
     assert doc["vocab"] is None
     assert doc["problem"] == f"{folder / 'vocab.txt'}: token 'og' appears twice, on lines 6 and 7"
+
+
+def test_electra_lists_family_and_part_of_each_variable(tmp_path: Path) -> None:
+    """Issue 14: the family from the names; each weight with the network(s) it goes into."""
+    from tfckpt_electra import write_release
+
+    folder = write_release(tmp_path / "electra")
+    code, out = run(str(folder), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["family"] == "electra" and doc["problem"] is None
+    assert doc["architectures"] == {
+        "discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM",
+    }  # fmt: skip
+    by_name = {v["name"]: v for v in doc["variables"]}
+    # Shared: the generator reads the discriminator's table.
+    shared = by_name["electra/embeddings/word_embeddings"]["parts"]
+    assert shared == ["discriminator", "generator"]
+    assert by_name["generator/encoder/layer_1/output/dense/kernel"]["parts"] == ["generator"]
+    assert by_name["discriminator_predictions/dense_1/bias"] == {
+        "name": "discriminator_predictions/dense_1/bias", "shape": [1], "dtype": "float32",
+        "bytes": 4, "maps_to": "discriminator_predictions.dense_prediction.bias",
+        "skip_reason": None, "parts": ["discriminator"],
+    }  # fmt: skip
+    assert by_name["generator_predictions/output_bias/adam_v"]["skip_reason"] == (
+        "Adam optimizer slot"
+    )
+    code, text = run(str(folder))
+    assert "-> electra.embeddings.word_embeddings.weight (discriminator, generator)" in text
+    assert "family: electra" in text and "no bert_config.json" not in text
+
+
+def test_a_checkpoint_of_no_known_family_is_a_problem_not_an_error(tmp_path: Path) -> None:
+    from tfckpt import save_tf1_checkpoint
+
+    save_tf1_checkpoint(tmp_path / "model.ckpt", {"roberta/x": np.zeros(2, np.float32)})
+    code, out = run(str(tmp_path / "model.ckpt"), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["family"] is None
+    assert doc["problem"].endswith(
+        "model.ckpt.index: not a checkpoint of a family danbert knows (BERT, ELECTRA) "
+        "(variables like roberta/x)"
+    )

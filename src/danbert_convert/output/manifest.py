@@ -50,13 +50,16 @@ def source_root(src: Path, out: Path) -> str | None:
 
 
 def source_paths(m: dict[str, Any], out: Path) -> dict[str, Path] | None:
-    """Where the manifest says the checkpoint prefix, config and vocab were, if it can tell.
+    """Where the manifest says the checkpoint prefix, config and vocab were, if it can tell
+    (no "config" key when the conversion read none: ELECTRA releases have none).
 
     Schema 2 records them relative to SRC and SRC relative to OUT (when it could); the
     schema-1 manifests of earlier versions hold absolute paths.
     """
     src = m.get("source", {})
     names = {k: src.get(k) for k in ("checkpoint", "config", "vocab")}
+    if names["config"] is None and src.get("family", m.get("settings", {}).get("family")):
+        del names["config"]  # a family that needs no config file, and none was read
     if not all(isinstance(v, str) and v for v in names.values()):
         return None
     if m.get("schema_version", 1) == 1:

@@ -31,11 +31,13 @@ from danbert_convert.defaults import (
     HEAD_SETTINGS,
     HIDDEN_ACTS,
     HeadSetting,
+    PartName,
     ReaderName,
     WeightFormat,
 )
 from danbert_convert.errors import InputError
-from danbert_convert.families.bert import Plan, TensorPlan, hf_config, plan
+from danbert_convert.families import family, load_source
+from danbert_convert.families.table import Plan, TensorPlan, plan
 from danbert_convert.output.card import CARD_NAME, carry_users_readme, kept_message, write_card
 from danbert_convert.output.manifest import (
     MANIFEST_NAME,
@@ -59,7 +61,7 @@ from danbert_convert.output.writer import (
 )
 from danbert_convert.readers.base import check_finite, open_checkpoint
 from danbert_convert.readers.tensorflow import TensorFlowReader
-from danbert_convert.source import Source, data_files, discover
+from danbert_convert.source import Source, data_files, locate
 
 log = logging.getLogger(__name__)
 
@@ -147,17 +149,23 @@ def convert(
     hidden_act: str | None = None,
     reader: ReaderName = "auto",
     heads: HeadSetting = "auto",
+    part: PartName | None = None,
     progress: bool | None = None,
     hash_sources: bool = False,
     provenance: dict[str, object] | None = None,
     card: bool = True,
 ) -> ConvertResult:
-    """Convert the Google-BERT release folder `src` into the transformers model folder `out`.
+    """Convert the release folder `src` (a Google-BERT or ELECTRA TF1 checkpoint) into the
+    transformers model folder `out`.
 
     `out` appears complete or not at all (written beside it, then renamed into place).
 
     - `checkpoint`: the checkpoint prefix, or its .index file (default: discovered in `src`).
-    - `config`, `vocab`: a bert_config.json and vocab.txt to use instead of `src`'s.
+    - `config`, `vocab`: a config and vocab.txt to use instead of `src`'s. For BERT a
+      bert_config.json (needed); for ELECTRA (whose releases have none) optional: its
+      run_pretraining.py --hparams JSON, a BertConfig JSON or a transformers config.json,
+      giving the head count (else ELECTRA's rule, hidden_size // 64) and checked against
+      the shapes.
     - `format`: the weights to write: "safetensors", "bin" (a PyTorch pickle) or "both".
     - `force`: replace `out` if it exists and is not empty.
     - `ignore_unknown`: convert even if the checkpoint has variables this tool does not
@@ -170,6 +178,10 @@ def convert(
       heads make up; "all", every head of it (a pre-training checkpoint must have MLM and
       next-sentence); "mlm", BertForMaskedLM; "none", BertModel. A head asked for and missing
       is an InputError; weights left out are in `skipped` with the choice as their reason.
+      ELECTRA: "auto"/"all" write ElectraForPreTraining (discriminator) or ElectraForMaskedLM
+      (generator), "none" ElectraModel.
+    - `part`: which network of an ELECTRA checkpoint: "discriminator" (the default) or
+      "generator"; None for a BERT.
     - `reader`: "auto" or "native" (the built-in reader), "tensorflow" (needs the tf extra).
     - `progress`: False hides the progress bar; None lets tqdm decide (shown on a terminal).
     - `hash_sources`: record the data shards' SHA-256 in the manifest too (the small source
@@ -190,40 +202,53 @@ def convert(
     out = Path(out)
     check_not_inside(out, [Path(src)])
     check_writable_target(out, force)  # before any heavy reading
-    source = discover(Path(src), checkpoint=checkpoint, config=config, vocab=vocab)
-    check_not_inside(out, source.files())
-    act = hidden_act or source.config.get("hidden_act", "gelu")
-    if act not in HIDDEN_ACTS:
-        raise InputError(
-            f"{source.config_path}: hidden_act {act!r} is not supported; "
-            f"override with --hidden-act ({', '.join(HIDDEN_ACTS)})"
-        )
-    warnings: list[str] = []
-    if len(source.vocab) < source.config["vocab_size"]:
-        warnings.append(
-            f"{source.vocab_path} has {len(source.vocab)} tokens for vocab_size "
-            f"{source.config['vocab_size']}: the {source.config['vocab_size'] - len(source.vocab)}"
-            " extra rows are kept but no token maps to them"
-        )
-    report = vocab_report(source.vocab, source.config["vocab_size"], lowercase, strip_accents)
-    warnings += unproducible_warnings(report, source.vocab_path)
-    tok = TokenizerSettings(report.rule, source.config["max_position_embeddings"])
-
-    ckpt = open_checkpoint(source.checkpoint, reader)
-    reader_name = type(ckpt).__name__
+    found = locate(Path(src), checkpoint=checkpoint, config=config, vocab=vocab)
+    ckpt = open_checkpoint(found.checkpoint, reader)
     try:
+        variables = ckpt.variables()
+        source = load_source(found, part=part, variables=variables)
+        check_not_inside(out, source.files())
+        fam = family(source.family)
+        config_name = str(source.config_path) if source.config_path else (
+            f"the sizes read from {source.checkpoint}.index"
+        )  # fmt: skip
+        warnings: list[str] = []
+        if len(source.vocab) < source.config["vocab_size"]:
+            warnings.append(
+                f"{source.vocab_path} has {len(source.vocab)} tokens for vocab_size "
+                f"{source.config['vocab_size']}: the "
+                f"{source.config['vocab_size'] - len(source.vocab)} extra rows are kept but no "
+                "token maps to them"
+            )
+        report = vocab_report(source.vocab, source.config["vocab_size"], lowercase, strip_accents)
+        warnings += unproducible_warnings(report, source.vocab_path)
+        tok = TokenizerSettings(report.rule, source.config["max_position_embeddings"])
+
+        reader_name = type(ckpt).__name__
+        act = hidden_act or source.config.get("hidden_act", "gelu")
+        if act not in HIDDEN_ACTS:
+            raise InputError(
+                f"{config_name}: hidden_act {act!r} is not supported; "
+                f"override with --hidden-act ({', '.join(HIDDEN_ACTS)})"
+            )
+        if source.config_origin:
+            log.info("%s %s: %s", fam.title, source.part, "; ".join(
+                f"{k} {source.config[k]} from {v}" for k, v in source.config_origin.items()
+            ))  # fmt: skip
+        table = fam.table(variables.keys(), source.part, source.config)
         p = plan(
-            ckpt.variables(),
+            table,
+            variables,
             source.config,
-            config_name=str(source.config_path),
+            config_name=config_name,
             checkpoint_name=f"{source.checkpoint}.index",
             ignore_unknown=ignore_unknown,
             heads=heads,
         )
-        if p.architecture.name == "BertModel" and heads == "auto":
+        if not p.architecture.heads and heads == "auto":
             warnings.append(
-                f"{source.checkpoint}: no cls/* heads; writing a BertModel "
-                "(encoder and pooler only)"
+                f"{source.checkpoint}: no {table.heads_where}; writing a {p.architecture.name} "
+                f"(the {'encoder and pooler' if p.architecture.pooler else 'encoder'} only)"
             )
         for name in p.unknown:
             warnings.append(f"{source.checkpoint}: ignored unrecognised variable {name}")
@@ -252,10 +277,13 @@ def convert(
             # hashed as written, never read back.
             outputs["config.json"] = write_json(
                 tmp / "config.json",
-                hf_config(source.config, p, hidden_act, source.vocab.index("[PAD]")),
+                fam.hf_config(source.config, p, hidden_act, source.vocab.index("[PAD]")),
             )
             outputs.update(write_tokenizer(tmp, source.vocab_path, source.vocab, tok))
             settings = {
+                "family": fam.name,
+                "part": source.part,
+                "config_origin": source.config_origin,
                 "hidden_act": act,
                 "hidden_act_overridden": hidden_act is not None,
                 "lowercase": tok.lowercase,
@@ -328,7 +356,7 @@ def _source_record(
         files.append(record)
     paths = {
         "checkpoint": name(source.checkpoint),
-        "config": name(source.config_path),
+        "config": None if source.config_path is None else name(source.config_path),
         "vocab": name(source.vocab_path),
     }
     # Where SRC is seen from OUT, for `verify` without --against: only when every file is in it.

@@ -1,7 +1,9 @@
 """`danbert inspect`: what a checkpoint holds and what convert would make of it.
 
 Reads only the `.index` file (and bert_config.json and vocab.txt if they are there), so a
-checkpoint can be looked at before its 1.3 GB of data is downloaded.
+checkpoint can be looked at before its 1.3 GB of data is downloaded. The model family comes
+from the variable names; each variable is listed with the part(s) of the checkpoint (an
+ELECTRA's discriminator, generator) that convert would write it into.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from danbert_convert.errors import InputError
-from danbert_convert.families.bert import match, plan, skip_reason
+from danbert_convert.families import bert, detect
+from danbert_convert.families.table import Family, plan, skip_reason
 from danbert_convert.output.tokenizer import VocabReport, vocab_report
 from danbert_convert.readers.base import open_checkpoint
-from danbert_convert.source import find_checkpoint, normalize_prefix, read_config, read_vocab
+from danbert_convert.source import find_checkpoint, normalize_prefix, read_json, read_vocab
 
 if TYPE_CHECKING:
     from danbert_convert._fs import StrPath
@@ -34,6 +37,7 @@ class Variable:
     maps_to: str | None
     skip_reason: str | None
     kind: str  # WEIGHTS, OPTIMIZER (optimizer slots and other training state) or OTHER
+    parts: list[str]  # the parts that convert it ("discriminator", "generator"; [] for a BERT)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Listing:
     variables: list[Variable]
     vocab_path: str | None = None
     vocab: VocabReport | None = None  # None: no vocab.txt, or one convert would refuse
+    family: str | None = None  # "bert", "electra"; None when the names are no family's
+    architectures: dict[str, str] | None = None  # each part's class (ELECTRA), if known
 
     def totals(self) -> dict[str, dict[str, int]]:
         out = {k: {"count": 0, "bytes": 0} for k in (WEIGHTS, OPTIMIZER, OTHER, "all")}
@@ -63,9 +69,13 @@ class Listing:
             "architecture": self.architecture,
             "problem": self.problem,
             "variables": [
-                {k: v for k, v in asdict(var).items() if k != "kind"} for var in self.variables
+                # "parts" only for a checkpoint of several networks (an ELECTRA's two)
+                {k: v for k, v in asdict(var).items() if k != "kind" and (k != "parts" or v)}
+                for var in self.variables
             ],
             "totals": self.totals(),
+            "family": self.family,
+            "architectures": self.architectures,
             "vocab": {"path": self.vocab_path, **self.vocab.to_json()} if self.vocab else None,
         }
 
@@ -104,55 +114,74 @@ def inspect_checkpoint(
     Raises InputError when no checkpoint is found or its .index is damaged.
     """
     prefix, config, vocab = _locate(Path(src), config, vocab)
+    index = f"{prefix}.index"
     # The native reader reads the .index alone until a value is asked for.
     reader = open_checkpoint(prefix, "native")
     try:
         infos = reader.variables()
     finally:
         reader.close()
-    maps: dict[str, str] = {}
-    skipped: dict[str, str] = {}
-    architecture = problem = None
-    cfg = None
+    problem = None
+    parsed: dict | None = None
     if config is not None:
-        try:  # checked as convert checks it: a JSON object with a BERT's integer sizes
-            cfg = read_config(Path(config))
-        except InputError as e:
-            problem = str(e)
-    if cfg is not None:
         try:
-            p = plan(
-                infos,
-                cfg,
-                config_name=str(config),
-                checkpoint_name=f"{prefix}.index",
-                ignore_unknown=True,
-            )
+            parsed = read_json(Path(config))
         except InputError as e:
             problem = str(e)
-        else:
-            architecture = p.architecture.name
-            maps = {t.tf: t.hf for t in p.tensors}
-            skipped = dict(p.skipped)
-            if p.unknown:
-                problem = (
-                    f"{prefix}.index: {len(p.unknown)} unrecognised variable(s), "
+    family: Family | None = None
+    try:
+        family = detect(infos, index)
+    except InputError as e:
+        problem = problem or str(e)
+    maps: dict[str, str] = {}
+    parts: dict[str, list[str]] = {}
+    skipped: dict[str, str] = {}
+    architectures: dict[str, str] = {}
+    cfg: dict | None = parsed
+    if family is not None and not (config is not None and parsed is None):
+        config_name = str(config or prefix.parent / (family.config_file or "config"))
+        for part in family.parts:
+            default = part == family.parts[0]  # what convert does without --part
+            try:
+                found, _ = family.read_config(parsed, config_name, infos, part, index)
+                p = plan(family.table(infos.keys(), part, found), infos, found,
+                         config_name=config_name, checkpoint_name=index,
+                         ignore_unknown=True)  # fmt: skip
+            except InputError as e:
+                problem = problem or (str(e) if default else None)
+                continue
+            cfg = found if default else cfg
+            architectures[part] = p.architecture.name
+            for t in p.tensors:
+                maps[t.tf] = t.hf
+                parts.setdefault(t.tf, []).append(part)
+            for name, why in p.skipped.items():
+                skipped.setdefault(name, why)
+            if p.unknown and default:
+                problem = problem or (
+                    f"{index}: {len(p.unknown)} unrecognised variable(s), "
                     f"e.g. {p.unknown[0]}; convert needs --ignore-unknown"
                 )
-    if not maps:  # no config, or no plan: the name table alone
+    for name in maps:  # converted by one part: not skipped, whatever another part said
+        skipped.pop(name, None)
+    if not maps and (family is None or family is bert.FAMILY):
+        # No config, or no plan: BERT's name table alone.
         for name in infos:
-            m = match(name)
-            if m:
-                rule, layer = m
-                maps[name] = rule.hf.replace("{i}", str(layer)) if layer is not None else rule.hf
+            if hf := bert.TABLE.hf_name(name):
+                maps[name] = hf
             else:
                 skipped[name] = skip_reason(name) or "unrecognised"
+    for name in infos:
+        if name not in maps and name not in skipped:
+            skipped[name] = skip_reason(name) or "unrecognised"
     variables = []
     for name, info in infos.items():
         dtype, size = info.stored
         target, reason = maps.get(name), skipped.get(name)
         kind = WEIGHTS if target else OPTIMIZER if skip_reason(name) else OTHER
-        variables.append(Variable(name, list(info.shape), dtype, size, target, reason, kind))
+        on = [p for p in parts.get(name, []) if p]
+        variables.append(Variable(name, list(info.shape), dtype, size, target, reason, kind, on))
+    architecture = next(iter(architectures.values()), None)
     report = None
     if vocab is not None:
         given = cfg.get("vocab_size") if isinstance(cfg, dict) else None
@@ -162,8 +191,9 @@ def inspect_checkpoint(
         except InputError as e:
             problem = problem or str(e)
     return Listing(
-        f"{prefix}.index", str(config) if config else None, architecture, problem, variables,
-        str(vocab) if vocab else None, report,
+        index, str(config) if config else None, architecture, problem, variables,
+        str(vocab) if vocab else None, report, family.name if family else None,
+        architectures if family is not None and any(family.parts) else None,
     )  # fmt: skip
 
 
@@ -183,7 +213,9 @@ def format_listing(listing: Listing) -> str:
             "[" + ", ".join(map(str, v.shape)) + "]",
             v.dtype,
             _mb(v.bytes),
-            f"-> {v.maps_to}" if v.maps_to else f"skipped: {v.skip_reason}",
+            (f"-> {v.maps_to}" + (f" ({', '.join(v.parts)})" if v.parts else ""))
+            if v.maps_to
+            else f"skipped: {v.skip_reason}",
         )
         for v in listing.variables
     ]
@@ -194,7 +226,10 @@ def format_listing(listing: Listing) -> str:
         for r in rows
     ]
     t = listing.totals()
-    arch = f" for {listing.architecture}" if listing.architecture else ""
+    if listing.architectures:
+        arch = " for " + ", ".join(f"{c} ({p})" for p, c in listing.architectures.items())
+    else:
+        arch = f" for {listing.architecture}" if listing.architecture else ""
     lines += [
         "",
         f"{listing.checkpoint}: {t['all']['count']} variables, {_mb(t['all']['bytes'])}",
@@ -203,7 +238,9 @@ def format_listing(listing: Listing) -> str:
     ]
     if t[OTHER]["count"]:
         lines.append(f"  other skipped: {t[OTHER]['count']} variables, {_mb(t[OTHER]['bytes'])}")
-    if listing.config is None:
+    if listing.family:
+        lines.append(f"  family: {listing.family}")
+    if listing.config is None and listing.family in ("bert", None):
         lines.append("  (no bert_config.json: names mapped by the name table alone)")
     if listing.problem:
         lines.append(f"  convert would refuse this: {listing.problem}")

@@ -28,21 +28,17 @@ import numpy as np
 from danbert_convert._fs import StrPath, leave_signals_to_main_thread, sha256_file
 from danbert_convert.defaults import READERS, ReaderName
 from danbert_convert.errors import InputError, VerifyError, one_line
+from danbert_convert.families import load_source, open_source
 from danbert_convert.families.bert import HEADS, Architecture, architecture, group_of
 from danbert_convert.families.bert_reference import ACTIVATIONS, Outputs, forward, variable_shapes
+from danbert_convert.families.table import REQUIRED_CONFIG_KEYS, check_sizes
 from danbert_convert.output import card
 from danbert_convert.output.manifest import MANIFEST_NAME, source_paths
 from danbert_convert.output.tokenizer import TRANSLITERATION, Rule, never_produced, rule_for
 from danbert_convert.output.tokenizer import _is_marker as is_marker
 from danbert_convert.output.writer import BIN_NAME, WEIGHTS_NAME
 from danbert_convert.readers.base import count_nonfinite, open_checkpoint
-from danbert_convert.source import (
-    REQUIRED_CONFIG_KEYS,
-    Source,
-    discover,
-    read_config,
-    read_vocab,
-)
+from danbert_convert.source import Source, locate, read_json, read_vocab
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +418,7 @@ def _config_disagrees(out: Path) -> str | None:
     failed check rather than gigabytes of layers or labels.
     """
     try:
-        config = read_config(out / "config.json")
+        config = read_config_json(out / "config.json")
     except InputError as e:
         return str(e)
     try:
@@ -468,6 +464,11 @@ def _config_disagrees(out: Path) -> str | None:
             return (f"config.json has {key} {value}, more than any size in {name} "
                     f"({largest}), which has no classifier")  # fmt: skip
     return None
+
+
+def read_config_json(path: Path) -> dict:
+    """A model folder's config.json, read as plain JSON and its sizes checked."""
+    return check_sizes(read_json(path), path)
 
 
 def _check_weights(st: _State) -> Check:
@@ -808,14 +809,16 @@ def _casing_recorded(st: _State, slow: Any) -> _Part:
 
 def _find_source(st: _State, against: Path | None) -> Source | None:
     if against is not None:
-        return discover(Path(against))
+        return open_source(Path(against))
     paths = source_paths(st.manifest or {}, st.out)
     if paths is None or not Path(f"{paths['checkpoint']}.index").is_file():
         return None
-    if not (paths["config"].is_file() and paths["vocab"].is_file()):
+    config = paths.get("config")
+    if not ((config is None or config.is_file()) and paths["vocab"].is_file()):
         return None
-    return discover(paths["config"].parent, checkpoint=paths["checkpoint"],
-                    config=paths["config"], vocab=paths["vocab"])  # fmt: skip
+    return load_source(locate(paths["checkpoint"].parent, checkpoint=paths["checkpoint"],
+                              config=config, vocab=paths["vocab"]),
+                       part=(st.manifest or {}).get("settings", {}).get("part"))  # fmt: skip
 
 
 def _batch(fast: Any, lines: list[str], max_len: int) -> dict[str, np.ndarray]:
@@ -884,7 +887,8 @@ def _source_mismatch(ckpt: Any, source: Source, config: Any, arch: Architecture)
     # What shapes cannot show (heads, extra layers): the reference runs on the source's sizes.
     for key in REQUIRED_CONFIG_KEYS:
         if source.config.get(key) != model_cfg.get(key):
-            return (f"{source.config_path.name} has {key} {source.config.get(key)}, the "
+            said = source.config_path.name if source.config_path else "the source's sizes"
+            return (f"{said} has {key} {source.config.get(key)}, the "
                     f"model's config.json {model_cfg.get(key)}")  # fmt: skip
     return None
 
@@ -947,7 +951,10 @@ def _model_outputs(model: Any, batch: dict[str, np.ndarray]) -> dict[str, Any]:
             got["pooled"] = base.pooler_output
         for head in HEADS:
             if head.group in arch.heads:
-                got[head.group] = model.get_submodule(head.module)(got[head.input])
+                value = got[head.input]
+                for module in head.modules:
+                    value = model.get_submodule(module)(value)
+                got[head.group] = value
     got = {k: v.numpy() for k, v in got.items()}
     got["layers"] = [h.numpy() for h in base.hidden_states]
     return got
@@ -1028,7 +1035,7 @@ def _early_reference(st: _State, source: Source, reader: str) -> _Early | None:
     forward pass raises is kept, to be raised again where parity would have raised it.
     """
     try:
-        config = read_config(st.out / "config.json")
+        config = read_config_json(st.out / "config.json")
         limit = int(config["max_position_embeddings"])
         arch = architecture((config.get("architectures") or ["BertModel"])[0])
         batch = _batch(_TokenizerJson(st.out / "tokenizer.json"), danish_sample(), min(64, limit))

@@ -12,7 +12,14 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from danbert_convert._fs import StrPath, sha256_file, write_json
-from danbert_convert.defaults import DEFAULT_DEST, RETRIES, TIMEOUT, HeadSetting, ReaderName
+from danbert_convert.defaults import (
+    DEFAULT_DEST,
+    RETRIES,
+    TIMEOUT,
+    HeadSetting,
+    PartName,
+    ReaderName,
+)
 from danbert_convert.errors import DanbertError
 from danbert_convert.output.card import update_card
 from danbert_convert.output.manifest import MANIFEST_NAME, VERIFY_NAME, source_paths
@@ -123,6 +130,7 @@ def _conversion_current(
     hidden_act: str | None,
     heads: str = "auto",
     release: str | None = None,
+    part: str | None = None,
 ) -> bool:
     """OUT holds a complete conversion of this checkpoint folder with the asked settings (and,
     when a release is named, recorded as that release's: the card credits it)."""
@@ -141,6 +149,9 @@ def _conversion_current(
         return False
     # Manifests from before --heads were all written as auto does.
     if settings.get("heads", "auto") != heads:
+        return False
+    # Manifests from before --part are BERT conversions, which have no parts.
+    if part is not None and settings.get("part", "") != part:
         return False
     outputs = m.get("outputs", {})
     # Re-hashed, not just listed: any truncated, edited or missing output means converting again.
@@ -212,6 +223,7 @@ def run_all(
     reader: ReaderName = "auto",
     hidden_act: str | None = None,
     heads: HeadSetting = "auto",
+    part: PartName | None = None,
     expect: str | None = None,
     progress: bool | None = None,
     card: bool = True,
@@ -222,8 +234,8 @@ def run_all(
     - `dest`: the working folder for the zip and the unpacked release.
     - `out`: the model folder (default: ./MODEL, or ./danbert-model with `urls`/`from_path`).
     - `force`: redo every stage (download, unpack, convert over `out`, verify).
-    - `reader`, `hidden_act`, `heads`: as for `convert` (`reader` for verify's parity too); a
-      conversion in `out` made with other `heads` or `hidden_act` is redone.
+    - `reader`, `hidden_act`, `heads`, `part`: as for `convert` (`reader` for verify's parity
+      too); a conversion in `out` made with other `heads`, `part` or `hidden_act` is redone.
     - `expect`: as for `verify`.
     - `progress`: as for `fetch`, `convert` and `verify`.
     - `card`: OUT/README.md is the model card, with verify's result once it passed (also when
@@ -248,7 +260,7 @@ def run_all(
     result.checkpoint_dir = fetched.checkpoint_dir
 
     current = not force and _conversion_current(
-        out, fetched.checkpoint_dir, hidden_act, heads, fetched.model
+        out, fetched.checkpoint_dir, hidden_act, heads, fetched.model, part
     )
     if current:
         _stage("convert", result, True, lambda: None)
@@ -260,7 +272,7 @@ def run_all(
             result,
             False,
             lambda: convert(fetched.checkpoint_dir, out, force=replace, reader=reader,
-                            hidden_act=hidden_act, heads=heads, progress=progress,
+                            hidden_act=hidden_act, heads=heads, part=part, progress=progress,
                             provenance=provenance(fetched), card=card),
         )  # fmt: skip
     manifest = read_manifest(out) or {}
