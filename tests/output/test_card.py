@@ -421,3 +421,22 @@ def test_a_failing_all_takes_back_the_cards_earlier_pass(sample, tmp_path) -> No
     r = cli_run("all", SAMPLE, "--dest", str(tmp_path / "w"), "--out", str(out), "--expect", "zzzz")
     assert r.exit_code == 6, r.output
     assert "## Verification" not in (out / "README.md").read_text("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("part", "tag", "base"),
+    [("generator", "fill-mask", "ElectraModel"), ("discriminator", "feature-extraction", None)],
+)
+def test_electra_card_names_its_classes_and_its_snippet_runs(tmp_path, monkeypatch, part, tag,
+                                                             base) -> None:  # fmt: skip
+    """Issue 14: an ELECTRA part's card: its task, the electra tag, and a snippet that runs."""
+    from tfckpt_electra import write_release
+
+    out = tmp_path / "model"
+    convert(write_release(tmp_path / "electra"), out, part=part)
+    text = (out / "README.md").read_text("utf-8")
+    meta = front_matter(text)
+    assert meta["pipeline_tag"] == tag and meta["tags"][0] == "electra"
+    assert "`AutoModel` gives the encoder (`ElectraModel`)" in text
+    printed = run_snippet(out, monkeypatch)
+    assert len(printed.splitlines()) == (5 if part == "generator" else 0)

@@ -12,13 +12,16 @@ Adding a family: a module here with a `FAMILY`, and a line in `FAMILIES`.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from danbert_convert.errors import InputError
-from danbert_convert.families import bert, electra
-from danbert_convert.families.table import Family
+from danbert_convert.families import bert, bert_reference, electra, electra_reference
+from danbert_convert.families.table import Architecture, Family, Head
 from danbert_convert.readers.base import VariableInfo, open_checkpoint
 from danbert_convert.source import Source, SourceFiles, locate, read_json, read_vocab
 
@@ -59,6 +62,68 @@ def family(name: str) -> Family:
     except KeyError:
         raise InputError(f"unknown model family {name!r}; this version knows "
                          f"{', '.join(BY_NAME)}") from None  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What a written model folder is: family, part, class, and the heads that class computes."""
+
+    family: Family
+    part: str
+    architecture: Architecture
+    heads: tuple[Head, ...]
+
+
+def model_kind(model_type: str, class_name: str, part: str | None = None) -> ModelKind:
+    """The kind of a model folder from its config.json's model_type and class. A class that
+    two parts write (ElectraModel) is `part`'s, else the first part's; ValueError for a class
+    danbert does not write."""
+    fam = next((f for f in FAMILIES if f.model_type == model_type), None)
+    if fam is None:
+        raise ValueError(f"config.json has model_type {model_type!r}, which danbert does not write")
+    found = [(p, a) for p in fam.parts for a in fam.classes(p)[1] if a.name == class_name]
+    if not found:
+        raise ValueError(f"config.json names {class_name}, which danbert does not write")
+    p, arch = next((f for f in found if f[0] == part), found[0])
+    return ModelKind(fam, p, arch, fam.classes(p)[0])
+
+
+def _bert_outputs(get: Callable[[str], np.ndarray], config: dict, part: str,
+                  batch: dict[str, np.ndarray], *, names: Collection[str],
+                  has: Callable[[str], bool], hidden_act: str) -> dict[str, Any]:  # fmt: skip
+    o = bert_reference.forward(get, config, batch["input_ids"], batch["token_type_ids"],
+                               batch["attention_mask"], hidden_act=hidden_act, has=has)  # fmt: skip
+    return {"sequence": o.sequence, "pooled": o.pooled, "mlm": o.mlm_logits,
+            "nsp": o.nsp_logits, "classifier": o.classifier_logits, "squad": o.squad_logits,
+            "layers": o.hidden_states}  # fmt: skip
+
+
+def _electra_outputs(get: Callable[[str], np.ndarray], config: dict, part: str,
+                     batch: dict[str, np.ndarray], *, names: Collection[str],
+                     has: Callable[[str], bool], hidden_act: str) -> dict[str, Any]:  # fmt: skip
+    o = electra_reference.forward(get, {**config, "hidden_act": hidden_act}, part,
+                                  batch["input_ids"], batch["token_type_ids"],
+                                  batch["attention_mask"], names=names, has=has)  # fmt: skip
+    # The reference names the logits by part; the table's head groups are what verify keys by.
+    group = {"discriminator": "discriminator", "generator": "mlm"}[part]
+    return {"sequence": o.sequence, group: o.logits.get(part), "layers": o.hidden_states}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """How verify runs a family's independent numpy forward pass (*_reference.py), keyed as
+    the family's table names the outputs: "sequence", "pooled", each head group; "layers"."""
+
+    outputs: Callable[..., dict[str, Any]]
+    # (config, part, variable names, has) -> the variables it reads, with their shapes
+    shapes: Callable[[dict, str, Collection[str], Callable[[str], bool]], dict]
+
+
+REFERENCES = {
+    "bert": Reference(_bert_outputs,
+                      lambda config, part, names, has: bert_reference.variable_shapes(config, has)),
+    "electra": Reference(_electra_outputs, electra_reference.variable_shapes),
+}  # fmt: skip
 
 
 def load_source(
@@ -112,4 +177,7 @@ def open_source(
     return load_source(files, part=part, variables=variables)
 
 
-__all__ = ["BY_NAME", "FAMILIES", "Family", "detect", "family", "load_source", "open_source"]
+__all__ = [
+    "BY_NAME", "FAMILIES", "REFERENCES", "Family", "ModelKind", "Reference", "detect", "family",
+    "load_source", "model_kind", "open_source",
+]  # fmt: skip

@@ -162,6 +162,8 @@ FAMILY = Family(
     read_config=read_config,
     table=table,
     hf_config=hf_config,
+    classes=lambda part: (HEADS, ARCHITECTURES),
+    model_type="bert",
 )
 
 __all__ = [

@@ -318,5 +318,7 @@ FAMILY = Family(
     read_config=read_config,
     table=table,
     hf_config=hf_config,
+    classes=lambda part: ((HEADS[part],), ARCHITECTURES[part]),
+    model_type="electra",
     default_part="discriminator",
 )

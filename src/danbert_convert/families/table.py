@@ -175,6 +175,9 @@ class Family:
     table: Callable[[Collection[str], str, dict], Table]  # (variable names, part, config)
     # (config, plan, --hidden-act, pad token id) -> config.json
     hf_config: Callable[[dict, Plan, str | None, int], dict[str, object]]
+    # part -> its heads and the classes they make (what verify computes for a class)
+    classes: Callable[[str], tuple[tuple[Head, ...], tuple[Architecture, ...]]]
+    model_type: str  # config.json's model_type
     default_part: str = ""
 
 

@@ -47,6 +47,10 @@ PIPELINE_TAGS = {
     "BertForSequenceClassification": "text-classification",
     "BertForTokenClassification": "token-classification",
     "BertForQuestionAnswering": "question-answering",
+    "ElectraForMaskedLM": "fill-mask",
+    # The discriminator's replaced-token logits are no Hub task: the encoder's features.
+    "ElectraForPreTraining": "feature-extraction",
+    "ElectraModel": "feature-extraction",
 }
 DEFAULT_PIPELINE_TAG = "feature-extraction"  # any BERT folder gives features through AutoModel
 # transformers' classes without a pooler: AutoModel adds an untrained one.
@@ -234,7 +238,8 @@ def render(
     meta["license"] = release.license if release else UNKNOWN_LICENSE
     meta["library_name"] = "transformers"
     meta["pipeline_tag"] = m.task
-    meta["tags"] = ["bert", "danbert-convert"] + (["sample"] if m.sample else [])
+    family = str(config.get("model_type") or "bert")
+    meta["tags"] = [family, "danbert-convert"] + (["sample"] if m.sample else [])
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False)
     parts = [
         f"---\n{front}---\n{MARKER} {__version__}: `danbert convert`, `danbert all` and "
@@ -612,10 +617,11 @@ def _usage(m: _Model, name: str) -> str:
         "    hidden = model(**inputs).last_hidden_state  # (1, tokens, hidden size)",
         *([""] + example if example else []),
     ]
-    notes = ["`AutoModel` gives the encoder (`BertModel`)"]
-    if m.architecture != "BertModel":
+    base = m.architecture.split("For")[0].removesuffix("Model") + "Model"  # BertModel, ElectraModel
+    notes = [f"`AutoModel` gives the encoder (`{base}`)"]
+    if m.architecture != base:
         notes[0] += " and reports the heads' weights as unused"
-    if m.architecture != "BertModel":
+    if m.architecture != base:
         notes.append(f"`{m.architecture}` loads the checkpoint's heads as well")
     if m.architecture in NO_POOLER:
         notes.append(

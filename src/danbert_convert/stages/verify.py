@@ -28,10 +28,17 @@ import numpy as np
 from danbert_convert._fs import StrPath, leave_signals_to_main_thread, sha256_file
 from danbert_convert.defaults import READERS, ReaderName
 from danbert_convert.errors import InputError, VerifyError, one_line
-from danbert_convert.families import load_source, open_source
-from danbert_convert.families.bert import HEADS, Architecture, architecture, group_of
-from danbert_convert.families.bert_reference import ACTIVATIONS, Outputs, forward, variable_shapes
-from danbert_convert.families.table import REQUIRED_CONFIG_KEYS, check_sizes
+from danbert_convert.families import (
+    BY_NAME,
+    FAMILIES,
+    REFERENCES,
+    ModelKind,
+    load_source,
+    model_kind,
+    open_source,
+)
+from danbert_convert.families.table import REQUIRED_CONFIG_KEYS, Architecture, check_sizes
+from danbert_convert.families.transformer_reference import ACTIVATIONS
 from danbert_convert.output import card
 from danbert_convert.output.manifest import MANIFEST_NAME, source_paths
 from danbert_convert.output.tokenizer import TRANSLITERATION, Rule, never_produced, rule_for
@@ -152,7 +159,9 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
             raise InputError(f"{path}: {key!r} is not an object")
     source = data.get("source", {})
     for key in ("checkpoint", "config", "vocab"):
-        if not isinstance(source.get(key, ""), str):
+        value = source.get(key, "")
+        # config is null when the source had none (ELECTRA releases ship none)
+        if not isinstance(value, str) and not (key == "config" and value is None):
             raise InputError(f"{path}: source {key!r} is not a string")
     if not isinstance(source.get("root", ""), (str, type(None))):
         raise InputError(f"{path}: source 'root' is not a string")
@@ -375,7 +384,7 @@ def _check_files(st: _State) -> Check:
         st.config = AutoConfig.from_pretrained(st.out)
     except (OSError, ValueError) as e:
         return Check("files", FAIL, "config.json", one_line(e))
-    if st.config.model_type != "bert":
+    if st.config.model_type not in {f.model_type for f in FAMILIES}:
         return Check("files", FAIL, "config.json", f"model_type is {st.config.model_type!r}")
     if st.manifest:
         # Weights only: config.json and the tokenizer files are the user's to edit.
@@ -387,7 +396,7 @@ def _check_files(st: _State) -> Check:
                     "files", FAIL, name, f"{name} changed since conversion (SHA-256 differs)"
                 )
     n = sum(1 for _ in st.out.iterdir())
-    return Check("files", PASS, f"{n} files", "config loads as BertConfig")
+    return Check("files", PASS, f"{n} files", f"config loads as {type(st.config).__name__}")
 
 
 def _digest(st: _State, name: str) -> str:
@@ -437,7 +446,9 @@ def _config_disagrees(out: Path) -> str | None:
     }
     expected: list[tuple[str, int, str]] = []  # (key, size in the weights, where it shows)
     if words := shape("embeddings.word_embeddings.weight"):
-        expected += [("vocab_size", words[1][0], words[0]), ("hidden_size", words[1][-1], words[0])]
+        # ELECTRA's embeddings have a width of their own; BERT's are the hidden size.
+        width = "embedding_size" if "embedding_size" in config else "hidden_size"
+        expected += [("vocab_size", words[1][0], words[0]), (width, words[1][-1], words[0])]
     for key, suffix in (
         ("max_position_embeddings", "embeddings.position_embeddings.weight"),
         ("type_vocab_size", "embeddings.token_type_embeddings.weight"),
@@ -476,9 +487,13 @@ def _check_weights(st: _State) -> Check:
         return Check("weights", SKIP, detail="no loadable config")
     import transformers
 
-    arch = (st.config.architectures or ["BertModel"])[0]
+    arch = (st.config.architectures or ["(none)"])[0]
     cls = getattr(transformers, arch, None)
-    if cls is None or not arch.startswith("Bert"):
+    try:
+        model_kind(st.config.model_type, arch)
+    except ValueError:
+        cls = None
+    if cls is None:
         return Check("weights", FAIL, arch, f"architectures names unknown class {arch!r}")
     # safetensors opens without pickle; a .bin is unpickled with weights_only=True.
     kwargs = {"use_safetensors": (st.out / WEIGHTS_NAME).is_file(), "weights_only": True}
@@ -495,7 +510,8 @@ def _check_weights(st: _State) -> Check:
             if load is not cls and kind == "unexpected_keys":
                 # The bare encoder leaves the task heads behind; only its own keys count.
                 keys = [k for k in keys if k.startswith(f"{model.base_model_prefix}.")]
-            if load is not cls and kind == "missing_keys" and st.model.base_model.pooler is None:
+            if (load is not cls and kind == "missing_keys"
+                    and getattr(st.model.base_model, "pooler", None) is None):  # fmt: skip
                 # AutoModel always has a pooler; the class converted has none to give it.
                 if any(k.startswith("pooler.") for k in keys):
                     note = (f"{arch} loads cleanly; AutoModel adds an untrained pooler "
@@ -821,6 +837,30 @@ def _find_source(st: _State, against: Path | None) -> Source | None:
                        part=(st.manifest or {}).get("settings", {}).get("part"))  # fmt: skip
 
 
+def _source_part(st: _State, source: Source, kind: ModelKind) -> tuple[Source, ModelKind]:
+    """The source read for the model's part. A class that several parts write (ElectraModel)
+    with no part recorded is the part whose sizes are config.json's."""
+    name = kind.architecture.name
+    parts = [p for p in kind.family.parts if any(a.name == name for a in kind.family.classes(p)[1])]
+    if len(parts) > 1 and _recorded_part(st) is None:
+        for part in parts:
+            candidate = source if part == source.part else _reload(source, part)
+            sizes = ("hidden_size", "num_hidden_layers", "embedding_size")
+            if all(candidate.config.get(k) == getattr(st.config, k, None) for k in sizes):
+                return candidate, model_kind(kind.family.model_type, kind.architecture.name,
+                                             part)  # fmt: skip
+    if kind.part != source.part:
+        source = _reload(source, kind.part)
+    return source, kind
+
+
+def _reload(source: Source, part: str) -> Source:
+    """The same source files read for another part of the checkpoint."""
+    files = locate(source.checkpoint.parent, checkpoint=source.checkpoint,
+                   config=source.config_path, vocab=source.vocab_path)  # fmt: skip
+    return load_source(files, part=part)
+
+
 def _batch(fast: Any, lines: list[str], max_len: int) -> dict[str, np.ndarray]:
     """Pairs and singles of Danish sentences, padded: both segments and padding exercised."""
     firsts = [lines[0], lines[2], lines[4], lines[6]]
@@ -871,21 +911,25 @@ def _source_reader(
     return get
 
 
-def _source_mismatch(ckpt: Any, source: Source, config: Any, arch: Architecture) -> str | None:
+def _source_mismatch(ckpt: Any, source: Source, config: Any, kind: ModelKind) -> str | None:
     """How the source checkpoint disagrees in size with the model, if it does (one line).
 
     Heads the class leaves out (--heads) are not compared: config.json does not size them.
     """
     model_cfg = {**config.to_dict(), "num_labels": config.num_labels}
     found = ckpt.variables()
-    for name, shape in variable_shapes(model_cfg, _has(ckpt, arch)).items():
+    shapes = REFERENCES[kind.family.name].shapes(model_cfg, kind.part, found.keys(),
+                                                 _has(ckpt, source, kind))  # fmt: skip
+    for name, shape in shapes.items():
         if name not in found:
             return f"{ckpt.prefix}: no variable {name}, which the model has"
         if tuple(found[name].shape) != shape:
             return (f"{name} is {list(found[name].shape)} in {ckpt.prefix}, the model "
                     f"needs {list(shape)}")  # fmt: skip
     # What shapes cannot show (heads, extra layers): the reference runs on the source's sizes.
-    for key in REQUIRED_CONFIG_KEYS:
+    sizes = [*REQUIRED_CONFIG_KEYS, *(["embedding_size"] if "embedding_size" in source.config
+                                      else [])]  # fmt: skip
+    for key in sizes:
         if source.config.get(key) != model_cfg.get(key):
             said = source.config_path.name if source.config_path else "the source's sizes"
             return (f"{said} has {key} {source.config.get(key)}, the "
@@ -925,20 +969,25 @@ def compare(name: str, got: np.ndarray, want: np.ndarray) -> Comparison:
     return Comparison(name, diff, scale, PARITY_ATOL + PARITY_RTOL * scale)
 
 
-def _architecture(model: Any) -> Architecture:
-    """The mapping table's entry for the model's class: what it computes, from which heads."""
-    arch = architecture(type(model).__name__)
-    if arch is None:
-        raise ValueError(f"config.json names {type(model).__name__}, which danbert does not write")
-    return arch
+def _kind(st: _State, class_name: str | None = None) -> ModelKind:
+    """The family's table entry for the model's class: what it computes, from which heads,
+    for which part (the one the conversion recorded, for a class two parts write)."""
+    name = class_name or type(st.model).__name__
+    model_type = st.config.model_type if st.config is not None else "bert"
+    return model_kind(model_type, name, _recorded_part(st))
 
 
-def _model_outputs(model: Any, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Every output the model's class has (the mapping table's Architecture.outputs), and its
+def _recorded_part(st: _State) -> str | None:
+    part = (st.manifest or {}).get("settings", {}).get("part")
+    return part if isinstance(part, str) and part else None
+
+
+def _model_outputs(model: Any, kind: ModelKind, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Every output the model's class has (the family table's Architecture.outputs), and its
     hidden states ("layers"), computed in float64."""
     import torch
 
-    arch = _architecture(model)
+    arch = kind.architecture
     # Stored values widen exactly; float32's rounding would hide small faults. The model stays
     # in float64: nothing after parity computes with it (fill-mask loads its own), and
     # narrowing it back would cost as much as widening.
@@ -949,7 +998,7 @@ def _model_outputs(model: Any, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         got: dict[str, Any] = {"sequence": base.last_hidden_state}
         if arch.pooler:
             got["pooled"] = base.pooler_output
-        for head in HEADS:
+        for head in kind.heads:
             if head.group in arch.heads:
                 value = got[head.input]
                 for module in head.modules:
@@ -976,24 +1025,26 @@ def _reference(
     source: Source,
     batch: dict[str, np.ndarray],
     act: str,
-    arch: Architecture,
+    kind: ModelKind,
     before: Callable[[], None] | None = None,
-) -> Outputs:
+) -> dict[str, Any]:
     """The numpy reference forward pass over the source's variables, in float64.
 
     Only the heads (and pooler) `arch` has are computed: a head the checkpoint has and the
     class leaves out (--heads) is not compared. The table only says which outputs; how each
     is computed stays bert_reference.py's own.
     """
-    return forward(_source_reader(ckpt, before), source.config, batch["input_ids"],
-                   batch["token_type_ids"], batch["attention_mask"], hidden_act=act,
-                   has=_has(ckpt, arch))  # fmt: skip
+    reference = REFERENCES[kind.family.name]
+    return reference.outputs(_source_reader(ckpt, before), source.config, kind.part, batch,
+                             names=ckpt.variables().keys(), has=_has(ckpt, source, kind),
+                             hidden_act=act)  # fmt: skip
 
 
-def _has(ckpt: Any, arch: Architecture) -> Callable[[str], bool]:
-    """Whether the checkpoint holds a variable that the class `arch` uses."""
-    names, groups = ckpt.variables(), arch.groups
-    return lambda name: name in names and group_of(name) in groups
+def _has(ckpt: Any, source: Source, kind: ModelKind) -> Callable[[str], bool]:
+    """Whether the checkpoint holds a variable that the class `kind` names uses."""
+    names, groups = ckpt.variables(), kind.architecture.groups
+    table = kind.family.table(names.keys(), kind.part, source.config)
+    return lambda name: name in names and table.group_of(name) in groups
 
 
 class _TokenizerJson:
@@ -1024,7 +1075,8 @@ class _Early:
 
     batch: dict[str, np.ndarray]
     architecture: str  # the class config.json names: its outputs are the ones computed
-    outputs: Outputs | None = None
+    part: str  # the part of the checkpoint it ran (ELECTRA's discriminator or generator)
+    outputs: dict[str, Any] | None = None
     error: Exception | None = None  # what the forward pass raised
 
 
@@ -1037,15 +1089,16 @@ def _early_reference(st: _State, source: Source, reader: str) -> _Early | None:
     try:
         config = read_config_json(st.out / "config.json")
         limit = int(config["max_position_embeddings"])
-        arch = architecture((config.get("architectures") or ["BertModel"])[0])
+        classes = config.get("architectures") or ["?"]
+        kind = model_kind(str(config.get("model_type")), str(classes[0]), _recorded_part(st))
         batch = _batch(_TokenizerJson(st.out / "tokenizer.json"), danish_sample(), min(64, limit))
         act = _expected_act(st, source)
-        if act not in ACTIVATIONS or arch is None:
+        if act not in ACTIVATIONS or kind.part != source.part:
             return None
         ckpt = open_checkpoint(source.checkpoint, reader)
     except Exception:  # noqa: BLE001 - the checks report it, in their order
         return None
-    early = _Early(batch, arch.name)
+    early = _Early(batch, kind.architecture.name, kind.part)
     blas = _BlasThreads()
 
     def before() -> None:
@@ -1056,7 +1109,7 @@ def _early_reference(st: _State, source: Source, reader: str) -> _Early | None:
 
     try:
         blas.limit()
-        early.outputs = _reference(ckpt, source, batch, act, arch, before)
+        early.outputs = _reference(ckpt, source, batch, act, kind, before)
     except _Stopped:
         return None
     except Exception as e:  # noqa: BLE001 - raised again by parity, if it uses this
@@ -1104,7 +1157,9 @@ def _trim_heap() -> None:
             ctypes.CDLL(None).malloc_trim(0)
 
 
-def _early_outputs(st: _State, batch: dict[str, np.ndarray], arch: Architecture) -> Outputs | None:
+def _early_outputs(
+    st: _State, batch: dict[str, np.ndarray], kind: ModelKind
+) -> dict[str, Any] | None:
     """The worker's reference, if it was computed on `batch` for `arch`; what it raised is
     raised here."""
     st.waiting.set()
@@ -1114,7 +1169,7 @@ def _early_outputs(st: _State, batch: dict[str, np.ndarray], arch: Architecture)
     st.early = None  # its arrays are the caller's now, or garbage
     if early is None:
         return None
-    if early.architecture != arch.name:
+    if (early.architecture, early.part) != (kind.architecture.name, kind.part):
         log.debug("parity: the worker computed another class's outputs; computing them again")
         return None
     if early.batch.keys() != batch.keys() or not all(
@@ -1143,34 +1198,40 @@ def _check_parity(st: _State, reader: str) -> Check:
         return Check("parity", FAIL, "", f"unsupported hidden_act {expected_act!r}")
     actual_act = st.config.hidden_act
     try:
-        arch = _architecture(st.model)
+        kind = _kind(st)
     except ValueError as e:
         return Check("parity", FAIL, "architecture", str(e))
+    if kind.family.name != source.family:
+        theirs = BY_NAME[source.family].title
+        return Check("parity", FAIL, "source differs", f"the model is {kind.family.title}, "
+                     f"{source.checkpoint} a {theirs} checkpoint")  # fmt: skip
+    try:  # the part the class computes, unless the conversion recorded another
+        source, kind = _source_part(st, source, kind)
+    except InputError as e:
+        return Check("parity", FAIL, "source", str(e))
     batch = _batch(st.fast, danish_sample(), min(64, int(st.config.max_position_embeddings)))
     ckpt = open_checkpoint(source.checkpoint, reader)
     try:
-        mismatch = _source_mismatch(ckpt, source, st.config, arch)
+        mismatch = _source_mismatch(ckpt, source, st.config, kind)
         if mismatch:
             return Check("parity", FAIL, "source differs", mismatch)
-        ref = _early_outputs(st, batch, arch)
+        ref = _early_outputs(st, batch, kind)
         if ref is None:
             st.step("parity: the reference forward pass over the checkpoint's variables")
-            ref = _reference(ckpt, source, batch, expected_act, arch)
+            ref = _reference(ckpt, source, batch, expected_act, kind)
     except InputError as e:
         return Check("parity", FAIL, "source", str(e))
     finally:
         ckpt.close()
-    got = _model_outputs(st.model, batch)
-    want = {"sequence": ref.sequence, "pooled": ref.pooled, "mlm": ref.mlm_logits,
-            "nsp": ref.nsp_logits, "classifier": ref.classifier_logits,
-            "squad": ref.squad_logits}  # fmt: skip
+    got = _model_outputs(st.model, kind, batch)
+    want = ref
     outputs: list[Comparison] = []
     try:
         # Layers first: a non-finite value is named where it first appears.
-        pairs = zip(got.pop("layers"), ref.hidden_states, strict=True)
+        pairs = zip(got.pop("layers"), ref["layers"], strict=True)
         layers = [compare(_layer_name(i), g, w) for i, (g, w) in enumerate(pairs)]
         for key, value in got.items():
-            ref_value = want[key]
+            ref_value = want.get(key)
             if value is None and ref_value is None:
                 continue
             if value is None or ref_value is None:
@@ -1221,7 +1282,10 @@ def _check_parity(st: _State, reader: str) -> Check:
 def _check_smoke(st: _State, expect: str | None, sentences: tuple[str, ...]) -> Check:
     if st.model is None or st.fast is None:
         return Check("fill-mask", SKIP, detail="model or tokenizer did not load")
-    arch = architecture(type(st.model).__name__)
+    try:
+        arch: Architecture | None = _kind(st).architecture
+    except ValueError:
+        arch = None
     if arch is None or "mlm" not in arch.heads:
         return Check("fill-mask", SKIP, detail=f"{type(st.model).__name__} has no MLM head")
     unmasked = [s for s in sentences if "[MASK]" not in s]
