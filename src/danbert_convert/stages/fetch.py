@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -23,7 +23,6 @@ from urllib.parse import unquote, urlsplit
 from filelock import FileLock, Timeout
 
 from danbert_convert._fs import StrPath, sha256_file
-from danbert_convert.defaults import RETRIES, TIMEOUT
 from danbert_convert.errors import DownloadError, InputError
 from danbert_convert.releases.archive import (
     MAX_RATIO,
@@ -33,9 +32,8 @@ from danbert_convert.releases.archive import (
     unpack,
 )
 from danbert_convert.releases.http import (
-    BACKOFF,
     CHUNK,
-    MAX_BACKOFF,
+    DEFAULT_RETRY,
     MAX_RECORD,
     DownloadResult,
     ProgressHook,
@@ -306,10 +304,10 @@ def fetch(
     do_unpack: bool = True,
     progress: bool | None = None,
     on_progress: ProgressHook | None = None,
-    retries: int = RETRIES,
-    backoff: float = BACKOFF,
-    max_backoff: float = MAX_BACKOFF,
-    timeout: float | tuple[float, float] = TIMEOUT,
+    retries: int = DEFAULT_RETRY.retries,
+    backoff: float = DEFAULT_RETRY.backoff,
+    max_backoff: float = DEFAULT_RETRY.max_backoff,
+    timeout: float | tuple[float, float] = DEFAULT_RETRY.timeout,
     max_total: int = MAX_TOTAL,
     max_ratio: float = MAX_RATIO,
 ) -> FetchResult:
@@ -341,7 +339,13 @@ def fetch(
         urls = (urls,)
     if urls and from_path is not None:
         raise ValueError("urls and from_path exclude each other: download, or use a local copy")
-    timeout = _timeouts(timeout)
+    retry = replace(
+        DEFAULT_RETRY,
+        retries=retries,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        timeout=_timeouts(timeout),
+    )
     dest = Path(dest)
     expected = check_sha256(sha256) if sha256 else None
     release: Release | None = None
@@ -390,10 +394,7 @@ def fetch(
                 sha256=expected,
                 progress=progress,
                 on_progress=on_progress,
-                retries=retries,
-                backoff=backoff,
-                max_backoff=max_backoff,
-                timeout=timeout,
+                retry=retry,
                 max_size=max_total,
             )
             result.source, result.sha256, result.size = d.url, d.sha256, d.size
@@ -425,7 +426,7 @@ def _timeouts(timeout: float | tuple[float, float]) -> tuple[float, float]:
     """(connect, read) seconds: a single number is the read timeout, as the CLI's --timeout."""
     if isinstance(timeout, tuple):
         return timeout
-    return (min(TIMEOUT[0], timeout), timeout)
+    return (min(DEFAULT_RETRY.timeout[0], timeout), timeout)
 
 
 def _fetch_local(
