@@ -28,7 +28,7 @@ from danbert_convert.releases.archive import (
     MAX_RATIO,
     MAX_TOTAL,
     ZipCorruptError,
-    locate_checkpoint_dir,
+    locate,
     unpack,
 )
 from danbert_convert.releases.http import (
@@ -75,10 +75,12 @@ class FetchResult:
     """Bytes that came over the network."""
     tried: list[tuple[str, str]] = field(default_factory=list)
     """(url, what went wrong) for every source that failed before one worked."""
+    vocab: Path | None = None
+    """vocab.txt beside the checkpoint folder, else one folder up (Ælæctra's layout)."""
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
-        for k in ("zip_path", "checkpoint_dir"):
+        for k in ("zip_path", "checkpoint_dir", "vocab"):
             d[k] = None if d[k] is None else str(d[k])
         d["tried"] = [{"url": u, "error": e} for u, e in self.tried]
         return d
@@ -411,6 +413,7 @@ def fetch(
                     progress=progress,
                     max_total=max_total,
                     max_ratio=max_ratio,
+                    subfolder=release.subfolder if release is not None else None,
                 )
             except ZipCorruptError as e:
                 _distrust(zip_path, result.sha256, str(e))
@@ -418,7 +421,11 @@ def fetch(
                     f"{e}; {zip_path.name} will not be trusted again: "
                     "use --force to download it again"
                 ) from None
-            result.checkpoint_dir, result.unpacked = u.checkpoint_dir, u.unpacked
+            result.checkpoint_dir, result.unpacked, result.vocab = (
+                u.checkpoint_dir,
+                u.unpacked,
+                u.vocab,
+            )
     return result
 
 
@@ -441,9 +448,12 @@ def _fetch_local(
 ) -> FetchResult:
     """`--from`: an unpacked folder is used where it is; a zip is checked and unpacked."""
     name = release.name if release else None
+    subfolder = release.subfolder if release is not None else None
     if src.is_dir():
-        ckpt = locate_checkpoint_dir(src)
-        return FetchResult(name, str(src), None, None, 0, False, ckpt, False)
+        u = locate(src, subfolder)
+        return FetchResult(
+            name, str(src), None, None, 0, False, u.checkpoint_dir, False, vocab=u.vocab
+        )
     if not src.is_file():
         raise InputError(f"{src}: no such file or folder")
     digest = sha256_file(src)
@@ -452,8 +462,22 @@ def _fetch_local(
     log.info(f"sha256 {digest}  {src}")
     with _new_dirs(dest):
         u = unpack(
-            src, dest, force=force, progress=progress, max_total=max_total, max_ratio=max_ratio
+            src,
+            dest,
+            force=force,
+            progress=progress,
+            max_total=max_total,
+            max_ratio=max_ratio,
+            subfolder=subfolder,
         )
     return FetchResult(
-        name, str(src), src, digest, src.stat().st_size, False, u.checkpoint_dir, u.unpacked
+        name,
+        str(src),
+        src,
+        digest,
+        src.stat().st_size,
+        False,
+        u.checkpoint_dir,
+        u.unpacked,
+        vocab=u.vocab,
     )
