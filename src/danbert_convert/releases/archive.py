@@ -49,7 +49,8 @@ class UnpackResult:
     """False when an earlier unpack was found and reused."""
     nbytes: int
     vocab: Path | None = None
-    """vocab.txt beside the checkpoint, else one folder up (Ælæctra's layout); None if neither."""
+    """vocab.txt beside the checkpoint, else the nearest above it in the release (ELECTRA's
+    data/vocab.txt for data/models/NAME/); None if there is none."""
 
 
 def entry_path(zip_path: Path, info: zipfile.ZipInfo) -> PurePosixPath | None:
@@ -114,14 +115,15 @@ class Located:
 
 
 def pick_checkpoint_dir(
-    where: object, paths: list[PurePosixPath], subfolder: str | None = None
+    where: object, paths: list[PurePosixPath], subfolder: str | None = None, root: str = ""
 ) -> Located:
     """The shallowest folder among `paths` holding a checkpoint (a `*.index`, a `checkpoint`
-    state file or a bert_config.json), and its vocab.txt (there, else one folder up).
+    state file or a bert_config.json), and its vocab.txt (there, else the nearest above it).
 
-    `subfolder`, a regular expression searched case-insensitively in each folder's path,
-    chooses among several (a zip holding variants). InputError naming `where` if there is no
-    checkpoint folder, none matches, or several remain at the same depth.
+    `subfolder`, a regular expression searched case-insensitively in each folder's path
+    (below `root`, the release folder's name), chooses among several (a zip holding variants).
+    InputError naming `where` if there is no checkpoint folder, none matches, or several
+    remain at the same depth.
     """
     markers: dict[PurePosixPath, PurePosixPath] = {}
     for p in sorted(paths):
@@ -135,8 +137,8 @@ def pick_checkpoint_dir(
     folders = sorted(markers, key=lambda f: (len(f.parts), f))
     if subfolder is not None:
         pattern = re.compile(subfolder, re.IGNORECASE)
-        found = ", ".join(map(str, folders))
-        folders = [f for f in folders if pattern.search(f.as_posix())]
+        found = ", ".join(str(f) if f.parts else root or "." for f in folders)
+        folders = [f for f in folders if pattern.search((PurePosixPath(root) / f).as_posix())]
         if not folders:
             raise InputError(
                 f"{where}: no checkpoint folder matches {subfolder!r} (found {found}); "
@@ -149,9 +151,10 @@ def pick_checkpoint_dir(
         )
     folder = folders[0]
     files = set(paths)
-    # Ælæctra's training wrote vocab.txt into the data folder, one up from the checkpoints.
-    near = [folder, folder.parent] if folder.parts else [folder]
-    vocab = next((d / VOCAB_NAME for d in near if d / VOCAB_NAME in files), None)
+    # ELECTRA's run_pretraining keeps vocab.txt in its data folder, the checkpoints in
+    # data/models/NAME/ (Ælæctra's zip may be laid out so): look up to the release's root.
+    up = [folder, *folder.parents] if folder.parts else [folder]
+    vocab = next((d / VOCAB_NAME for d in up if d / VOCAB_NAME in files), None)
     return Located(folder, markers[folder], vocab)
 
 
@@ -163,7 +166,7 @@ def locate(folder: Path, subfolder: str | None = None) -> UnpackResult:
     paths = [
         PurePosixPath(p.relative_to(folder).as_posix()) for p in folder.rglob("*") if p.is_file()
     ]
-    return pick_checkpoint_dir(folder, paths, subfolder).under(folder)
+    return pick_checkpoint_dir(folder, paths, subfolder, folder.name).under(folder)
 
 
 def locate_checkpoint_dir(folder: Path, subfolder: str | None = None) -> Path:
@@ -250,10 +253,9 @@ def unpack(
     with open_zip(zip_path) as zf:
         top, entries = plan(zip_path, zf)
         total = check_size(zip_path, entries, max_total, max_ratio)
-        found = pick_checkpoint_dir(
-            zip_path, [p for info, p in entries if not info.is_dir()], subfolder
-        )
         target = dest / (top or zip_path.stem)
+        files = [p for info, p in entries if not info.is_dir()]
+        found = pick_checkpoint_dir(zip_path, files, subfolder, target.name)
         if not force and (target / found.marker).is_file():
             return found.under(target)
         try:

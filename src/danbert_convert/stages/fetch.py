@@ -76,7 +76,7 @@ class FetchResult:
     tried: list[tuple[str, str]] = field(default_factory=list)
     """(url, what went wrong) for every source that failed before one worked."""
     vocab: Path | None = None
-    """vocab.txt beside the checkpoint folder, else one folder up (Ælæctra's layout)."""
+    """vocab.txt beside the checkpoint folder, else the nearest above it in the release."""
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
