@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -28,7 +29,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from httpserver import Behaviour, Server  # noqa: E402
 
 from danbert_convert.errors import DownloadError  # noqa: E402
-from danbert_convert.releases.http import download  # noqa: E402
+from danbert_convert.releases.http import DEFAULT_RETRY, download  # noqa: E402
 
 CACHE = HERE / ".cache" / "fetch"
 
@@ -118,7 +119,7 @@ def main() -> None:
         rpath = "/resume.zip"
         rurl = server.route(rpath, Behaviour(file=src, drop_after=half), Behaviour(file=src))
         try:
-            download([rurl], out_ours, progress=False, retries=0)
+            download([rurl], out_ours, progress=False, retry=replace(DEFAULT_RETRY, retries=0))
         except DownloadError as e:
             print(f"first call: {e}")
         kept = out_ours.with_name(out_ours.name + ".part").stat().st_size

@@ -360,6 +360,17 @@ def test_models_json_success_and_failure():
     assert "no-such-model" in failure(run("models", "no-such-model", "--json"), 2)
 
 
+def test_models_show_the_family():
+    doc = one_document(run("models", "--json"), "models")
+    families = {m["name"]: m["family"] for m in doc["models"]}
+    assert families["danish-bert-uncased-v2"] == families["bert-base-cased"] == "bert"
+    assert families["electra-small"] == families["aelaectra-danish-cased"] == "electra"
+    header, *rows = run("models").stdout.splitlines()[:-1]
+    column = header.split().index("FAMILY")
+    shown = {row[2:].split()[0]: row[2:].split()[column] for row in rows}  # after the mark
+    assert shown == families
+
+
 def test_usage_errors_before_the_subcommand_are_json_too():
     for args in (["--no-such-option", "models", "--json"], ["no-such-command", "--json"]):
         assert "no-such" in failure(run(*args), 2)

@@ -426,12 +426,13 @@ def models_cmd(ctx: click.Context, as_json: bool) -> None:
         return
     width = max(len(name) for name in RELEASES) + 2
     lic = max(len(r.license) for r in RELEASES.values()) + 2
-    click.echo(f"  {'NAME':<{width}}LANG  CASED  {'LICENSE':<{lic}}NOTES")
+    lang = max(len(r.language) for r in RELEASES.values()) + 2
+    click.echo(f"  {'NAME':<{width}}{'LANG':<{lang}}CASED  {'LICENSE':<{lic}}FAMILY   NOTES")
     for r in RELEASES.values():
         mark = "*" if r.name == DEFAULT_MODEL else " "
         notes = ("BROKEN: " if r.broken else "") + ("SAMPLE: " if r.sample_of else "") + r.notes
-        line = f"{mark} {r.name:<{width}}{r.language:<6}{'yes' if r.cased else 'no':<7}"
-        click.echo(f"{line}{r.license:<{lic}}{notes}".rstrip())
+        line = f"{mark} {r.name:<{width}}{r.language:<{lang}}{'yes' if r.cased else 'no':<7}"
+        click.echo(f"{line}{r.license:<{lic}}{r.family:<9}{notes}".rstrip())
     click.echo("(* default; sources: danbert models --json)")
 
 

@@ -157,11 +157,24 @@ def normalize_prefix(path: Path) -> Path:
     return prefix
 
 
-def _find_file(src: Path, name: str, override: StrPath | None, what: str) -> Path:
+# ELECTRA's run_pretraining.py keeps vocab.txt in its data folder and the checkpoints in
+# data/models/NAME/: two levels up. (releases/archive.py finds it the same way in a zip.)
+VOCAB_LEVELS_UP = 2
+
+
+def _find_file(
+    src: Path, name: str, override: StrPath | None, what: str, look_up: int = 0
+) -> Path:
+    """`override`, else `name` in `src`, else in one of `look_up` folders above it (said)."""
     path = Path(override) if override is not None else src / name
-    if not path.is_file():
-        raise InputError(f"{path}: {what} not found" + ("" if override else f" in {src}"))
-    return path
+    if path.is_file():
+        return path
+    if override is None:
+        for above in list(src.resolve().parents)[:look_up]:
+            if (above / name).is_file():
+                log.warning("%s: no %s beside the checkpoint; using %s", src, name, above / name)
+                return above / name
+    raise InputError(f"{path}: {what} not found" + ("" if override else f" in {src}"))
 
 
 def _read_text(path: Path, not_utf8: str) -> str:
@@ -256,7 +269,7 @@ def locate(
         config_path: Path | None = _find_file(folder, CONFIG_NAME, config, "config")
     else:
         config_path = folder / CONFIG_NAME if (folder / CONFIG_NAME).is_file() else None
-    vocab_path = _find_file(folder, "vocab.txt", vocab, "vocab.txt")
+    vocab_path = _find_file(folder, "vocab.txt", vocab, "vocab.txt", look_up=VOCAB_LEVELS_UP)
     state = src / "checkpoint"
     return SourceFiles(
         folder, prefix, config_path, vocab_path,

@@ -18,7 +18,7 @@ from tfckpt import TINY_CONFIG, bert_variables
 from danbert_convert.cli import cli
 from danbert_convert.errors import OutputExistsError
 from danbert_convert.output import card
-from danbert_convert.releases.registry import RELEASES
+from danbert_convert.releases.registry import LICENSES, RELEASES
 from danbert_convert.stages.convert import convert
 from danbert_convert.stages.verify import PARITY_ATOL, PARITY_RTOL
 from danbert_convert.stages.workflow import run_all
@@ -26,7 +26,7 @@ from danbert_convert.stages.workflow import run_all
 SAMPLE = "danish-bert-sample"
 USER_README = "# My model\n\nNotes I wrote by hand. æøå\n"
 # The Hub's licence ids (huggingface/hub-docs, docs/hub/repositories-licenses.md), those in use.
-HUB_LICENSES = {"cc-by-4.0", "cc-by-sa-4.0", "unknown", "other"}
+HUB_LICENSES = {"cc-by-4.0", "cc-by-sa-4.0", "apache-2.0", "mit", "unknown", "other"}
 WORDFREQ_LANG = {"no": "nb"}  # wordfreq names Norwegian Bokmål
 
 
@@ -177,10 +177,15 @@ def test_registry_release_card_in_its_language(full_release, tmp_path, name) -> 
     text = card.render(out, release=name)
     release = RELEASES[name]
     meta = front_matter(text)
-    assert meta["language"] == [release.language] and meta["license"] == "cc-by-4.0"
-    assert "BotXo (now Certainly)" in text and release.urls[0] in text
-    assert "## Licence\n\n[CC BY 4.0](https://creativecommons.org/licenses/by/4.0/)" in text
+    assert meta["language"] == [release.language] and meta["license"] == release.license
+    assert release.authors in text and release.urls[0] in text
+    short, url = LICENSES[release.license]
+    assert f"## Licence\n\n[{short}]({url})" in text
+    assert (release.license_note or f"credit {release.authors}") in text
     sentence = fill_mask_sentence(text)
+    if release.language not in card.LANGUAGES:  # multilingual: the examples the vocab knows
+        assert sentence in {e.masked.format(mask="[MASK]") for e in card.EXAMPLES.values()}
+        return
     lang = WORDFREQ_LANG.get(release.language, release.language)
     words = re.findall(r"\w+", sentence.replace("[MASK]", " ").lower())
     assert all(zipf_frequency(w, lang) >= 3 for w in words), (lang, words)

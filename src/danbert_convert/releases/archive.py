@@ -1,7 +1,7 @@
 """Safe extraction of a release zip, and locating the checkpoint folder inside it.
 
 The zip is checked as a whole before anything is written (paths, symlinks, size and ratio
-caps, a bert_config.json somewhere), then extracted into a temporary sibling of the target
+caps, a checkpoint folder somewhere), then extracted into a temporary sibling of the target
 that is renamed into place only when every entry has been read and its CRC checked.
 """
 
@@ -20,6 +20,9 @@ from danbert_convert._fs import atomic_dir
 from danbert_convert.errors import InputError, OutputExistsError
 
 CONFIG_NAME = "bert_config.json"
+STATE_NAME = "checkpoint"
+"""TensorFlow's checkpoint state file, beside the checkpoints it lists."""
+VOCAB_NAME = "vocab.txt"
 MAX_TOTAL = 8 << 30
 """Default cap on the uncompressed size; the Danish v2 release unpacks to about 1.4 GB."""
 MAX_RATIO = 200.0
@@ -41,10 +44,13 @@ class UnpackResult:
     folder: Path
     """What was created (or found) under the destination."""
     checkpoint_dir: Path
-    """The folder holding bert_config.json: what `danbert convert` takes."""
+    """The folder holding the checkpoint: what `danbert convert` takes."""
     unpacked: bool
     """False when an earlier unpack was found and reused."""
     nbytes: int
+    vocab: Path | None = None
+    """vocab.txt beside the checkpoint, else the nearest above it in the release (ELECTRA's
+    data/vocab.txt for data/models/NAME/); None if there is none."""
 
 
 def entry_path(zip_path: Path, info: zipfile.ZipInfo) -> PurePosixPath | None:
@@ -87,25 +93,85 @@ def check_size(
     return total
 
 
-def pick_config(where: object, paths: list[PurePosixPath]) -> PurePosixPath:
-    """The shallowest bert_config.json among `paths`; InputError if none or ambiguous."""
-    configs = sorted((p for p in paths if p.name == CONFIG_NAME), key=lambda p: (len(p.parts), p))
-    if not configs:
-        raise InputError(f"{where}: no {CONFIG_NAME} inside; not a Google-BERT release")
-    same_depth = [str(p.parent) for p in configs if len(p.parts) == len(configs[0].parts)]
+def _marks_checkpoint(name: str) -> bool:
+    """A file that only a checkpoint folder holds: BERT's config, a TF checkpoint's index or
+    state file (ELECTRA releases have no config)."""
+    return name in (CONFIG_NAME, STATE_NAME) or name.endswith(".index")
+
+
+@dataclass(frozen=True)
+class Located:
+    """A checkpoint folder found among a release's files, paths relative to the release."""
+
+    folder: PurePosixPath
+    marker: PurePosixPath
+    """A file in `folder` that marks it (its presence says an unpack is already there)."""
+    vocab: PurePosixPath | None
+
+    def under(self, root: Path, unpacked: bool = False, nbytes: int = 0) -> UnpackResult:
+        """The result for the release unpacked (or found) at `root`."""
+        vocab = root / self.vocab if self.vocab is not None else None
+        return UnpackResult(root, root / self.folder, unpacked, nbytes, vocab)
+
+
+def pick_checkpoint_dir(
+    where: object, paths: list[PurePosixPath], subfolder: str | None = None, root: str = ""
+) -> Located:
+    """The shallowest folder among `paths` holding a checkpoint (a `*.index`, a `checkpoint`
+    state file or a bert_config.json), and its vocab.txt (there, else the nearest above it).
+
+    `subfolder`, a regular expression searched case-insensitively in each folder's path
+    (below `root`, the release folder's name), chooses among several (a zip holding variants).
+    InputError naming `where` if there is no checkpoint folder, none matches, or several
+    remain at the same depth.
+    """
+    markers: dict[PurePosixPath, PurePosixPath] = {}
+    for p in sorted(paths):
+        if _marks_checkpoint(p.name):
+            markers.setdefault(p.parent, p)
+    if not markers:
+        raise InputError(
+            f"{where}: no {CONFIG_NAME} inside, nor a TensorFlow checkpoint (*.index); "
+            "not a BERT or ELECTRA release"
+        )
+    folders = sorted(markers, key=lambda f: (len(f.parts), f))
+    if subfolder is not None:
+        pattern = re.compile(subfolder, re.IGNORECASE)
+        found = ", ".join(str(f) if f.parts else root or "." for f in folders)
+        folders = [f for f in folders if pattern.search((PurePosixPath(root) / f).as_posix())]
+        if not folders:
+            raise InputError(
+                f"{where}: no checkpoint folder matches {subfolder!r} (found {found}); "
+                "pick one yourself"
+            )
+    same_depth = [str(f) for f in folders if len(f.parts) == len(folders[0].parts)]
     if len(same_depth) > 1:
         raise InputError(
             f"{where}: several checkpoint folders ({', '.join(same_depth)}); pick one yourself"
         )
-    return configs[0]
+    folder = folders[0]
+    files = set(paths)
+    # ELECTRA's run_pretraining keeps vocab.txt in its data folder, the checkpoints in
+    # data/models/NAME/ (Ælæctra's zip may be laid out so): look up to the release's root.
+    up = [folder, *folder.parents] if folder.parts else [folder]
+    vocab = next((d / VOCAB_NAME for d in up if d / VOCAB_NAME in files), None)
+    return Located(folder, markers[folder], vocab)
 
 
-def locate_checkpoint_dir(folder: Path) -> Path:
-    """The folder under `folder` (or `folder` itself) holding bert_config.json."""
+def locate(folder: Path, subfolder: str | None = None) -> UnpackResult:
+    """Where the checkpoint and vocab are in an unpacked release `folder` (see
+    pick_checkpoint_dir); nothing is unpacked."""
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
-    paths = [p.relative_to(folder) for p in folder.rglob(CONFIG_NAME)]
-    return folder / pick_config(folder, [PurePosixPath(p.as_posix()) for p in paths]).parent
+    paths = [
+        PurePosixPath(p.relative_to(folder).as_posix()) for p in folder.rglob("*") if p.is_file()
+    ]
+    return pick_checkpoint_dir(folder, paths, subfolder, folder.name).under(folder)
+
+
+def locate_checkpoint_dir(folder: Path, subfolder: str | None = None) -> Path:
+    """The folder under `folder` (or `folder` itself) holding the checkpoint."""
+    return locate(folder, subfolder).checkpoint_dir
 
 
 def open_zip(zip_path: Path) -> zipfile.ZipFile:
@@ -175,28 +241,31 @@ def unpack(
     progress: bool | None = None,
     max_total: int = MAX_TOTAL,
     max_ratio: float = MAX_RATIO,
+    subfolder: str | None = None,
 ) -> UnpackResult:
     """Extract `zip_path` into a new folder under `dest` and locate the checkpoint in it.
 
     The folder is the zip's single top-level folder (or the zip's stem when there is none).
-    An existing folder holding a checkpoint is reused unless `force`.
+    An existing folder holding a checkpoint is reused unless `force`. `subfolder` picks one
+    of several checkpoint folders (see pick_checkpoint_dir).
     """
     zip_path, dest = Path(zip_path), Path(dest)
     with open_zip(zip_path) as zf:
         top, entries = plan(zip_path, zf)
         total = check_size(zip_path, entries, max_total, max_ratio)
-        config = pick_config(zip_path, [p for info, p in entries if not info.is_dir()])
         target = dest / (top or zip_path.stem)
-        if not force and (target / config).is_file():
-            return UnpackResult(target, target / config.parent, unpacked=False, nbytes=0)
+        files = [p for info, p in entries if not info.is_dir()]
+        found = pick_checkpoint_dir(zip_path, files, subfolder, target.name)
+        if not force and (target / found.marker).is_file():
+            return found.under(target)
         try:
             _extract(zip_path, zf, entries, total, target, force, progress)
         except OutputExistsError:
             # Another unpack of a release finished first (`--from` takes no lock): use it.
-            if force or not (target / config).is_file():
+            if force or not (target / found.marker).is_file():
                 raise
-            return UnpackResult(target, target / config.parent, unpacked=False, nbytes=0)
-    return UnpackResult(target, target / config.parent, unpacked=True, nbytes=total)
+            return found.under(target)
+    return found.under(target, unpacked=True, nbytes=total)
 
 
 def _extract(

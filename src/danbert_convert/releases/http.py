@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import requests
 import urllib3
@@ -35,15 +35,12 @@ from danbert_convert.releases.archive import MAX_TOTAL
 
 log = logging.getLogger("danbert_convert")
 
-RESOLVE_RETRIES = 1
-"""Retries after "host not found": a name that did not resolve rarely resolves a second later."""
-TLS_RETRIES = 1
-"""Retries after a failed TLS handshake; a certificate that is not trusted is not retried."""
 MAX_RESTARTS = 3
 """Times one source may make us discard the `.part` (a changed file) before we give up on it."""
-BACKOFF = 1.0
-MAX_BACKOFF = 30.0
 CHUNK = 1 << 20
+
+FailureKind = Literal["dns", "tls", "certificate"]
+"""A failure with a retry limit of its own (see `RetryPolicy.limit`)."""
 
 ProgressHook = Callable[[int, "int | None"], None]
 """Called after every chunk with (bytes on disk, total or None)."""
@@ -63,6 +60,42 @@ _UNRESOLVED_TEXTS = (
     "No address associated with hostname",
     "getaddrinfo failed",
 )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one source is tried before the next: every retry setting in one place.
+
+    Callers change a field with `dataclasses.replace(DEFAULT_RETRY, retries=0)`.
+    """
+
+    retries: int = RETRIES
+    """Retries per source after a failure that made no progress; progress resets the count."""
+    backoff: float = 1.0
+    """Seconds before the first retry; each further one waits twice as long as the last."""
+    max_backoff: float = 30.0
+    """The longest wait between two retries, in seconds."""
+    timeout: tuple[float, float] = TIMEOUT
+    """Seconds to connect, and to wait for the next bytes of the body."""
+    dns_retries: int = 1
+    """Retries after "host not found": a name that did not resolve rarely resolves a second
+    later. At most `retries`."""
+    tls_retries: int = 1
+    """Retries after a failed TLS handshake (a certificate that is not trusted is never
+    retried). At most `retries`."""
+
+    def delay(self, failure_number: int) -> float:
+        """Seconds to wait after the `failure_number`-th failure in a row (1 for the first)."""
+        return min(self.max_backoff, self.backoff * 2 ** (failure_number - 1))
+
+    def limit(self, kind: FailureKind | None) -> int:
+        """How many retries a failure of this kind gets: "dns", "tls", "certificate" (none),
+        or None for any other transient failure."""
+        per_kind = {"dns": self.dns_retries, "tls": self.tls_retries, "certificate": 0}
+        return self.retries if kind is None else min(self.retries, per_kind[kind])
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass
@@ -92,11 +125,13 @@ class _SourceFailed(Exception):
 class _Retry(Exception):
     """A transient failure: wait, then ask the same source again."""
 
-    def __init__(self, message: str, elsewhere: bool = False, limit: int | None = None) -> None:
+    def __init__(
+        self, message: str, elsewhere: bool = False, kind: FailureKind | None = None
+    ) -> None:
         super().__init__(message)
         self.elsewhere = elsewhere
-        self.limit = limit
-        """At most this many retries for this kind of failure (None: the caller's)."""
+        self.kind = kind
+        """The kind of failure, for `RetryPolicy.limit` (None: an ordinary one)."""
 
 
 class _Restart(Exception):
@@ -408,10 +443,10 @@ def _transfer(
     try:
         resp = session.get(url, headers=headers, stream=True, timeout=timeout)
     except (requests.ConnectionError, requests.Timeout) as e:
-        limit = RESOLVE_RETRIES if _unresolved(e) else None
+        kind: FailureKind | None = "dns" if _unresolved(e) else None
         if (tls := _tls_failure(e)) is not None:
-            limit = 0 if tls[1] else TLS_RETRIES
-        raise _Retry(_describe(e), elsewhere=True, limit=limit) from e
+            kind = "certificate" if tls[1] else "tls"
+        raise _Retry(_describe(e), elsewhere=True, kind=kind) from e
     except requests.RequestException as e:
         raise _SourceFailed(f"bad request: {e}") from e
     with resp:
@@ -468,10 +503,7 @@ def _from_source(
     url: str,
     part: _Part,
     *,
-    retries: int,
-    backoff: float,
-    max_backoff: float,
-    timeout: tuple[float, float],
+    retry: RetryPolicy,
     bar: tqdm,
     on_progress: ProgressHook | None,
     max_size: int = MAX_TOTAL,
@@ -481,7 +513,7 @@ def _from_source(
     while True:
         before = part.offset
         try:
-            if _transfer(session, url, part, timeout, bar, on_progress, max_size):
+            if _transfer(session, url, part, retry.timeout, bar, on_progress, max_size):
                 return
         except _Restart as e:
             part.reset()
@@ -492,11 +524,11 @@ def _from_source(
         except _Retry as e:
             # A dropped connection that delivered bytes is progress, not a strike.
             failures = 1 if part.offset > before else failures + 1
-            limit = retries if e.limit is None else min(retries, e.limit)
+            limit = retry.limit(e.kind)
             if failures > limit:
                 gave_up = f"gave up after {_plural(limit, 'retry', 'retries')}"
                 raise _SourceFailed(f"{e} ({gave_up})", elsewhere=e.elsewhere) from None
-            delay = min(max_backoff, backoff * 2 ** (failures - 1))
+            delay = retry.delay(failures)
             log.warning(f"{url}: {e}; retry {failures}/{limit} in {delay:.1f} s")
             time.sleep(delay)
 
@@ -522,10 +554,7 @@ def download(
     sha256: str | None = None,
     progress: bool | None = None,
     on_progress: ProgressHook | None = None,
-    retries: int = RETRIES,
-    backoff: float = BACKOFF,
-    max_backoff: float = MAX_BACKOFF,
-    timeout: tuple[float, float] = TIMEOUT,
+    retry: RetryPolicy = DEFAULT_RETRY,
     session: requests.Session | None = None,
     max_size: int = MAX_TOTAL,
 ) -> DownloadResult:
@@ -557,10 +586,7 @@ def download(
                         session,
                         url,
                         part,
-                        retries=retries,
-                        backoff=backoff,
-                        max_backoff=max_backoff,
-                        timeout=timeout,
+                        retry=retry,
                         bar=bar,
                         on_progress=on_progress,
                         max_size=max_size,

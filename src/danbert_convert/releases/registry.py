@@ -1,9 +1,10 @@
-"""Known Nordic BERT releases: where to download them, what they are, who made them and
-under which licence.
+"""Known releases: where to download them, what they are, who made them and under which
+licence.
 
-BotXo (now Certainly) published these as Google-BERT TF1 checkpoints in zips behind Dropbox
-links (repository certainlyio/nordic_bert). No checksums were ever published, so `sha256` and
-`size` stay unset until someone records them from a known-good download.
+All are TensorFlow 1 checkpoints in zips: BotXo's (now Certainly) Nordic BERTs behind Dropbox
+links (repository certainlyio/nordic_bert), Google's BERT and ELECTRA on Google Cloud Storage,
+and the Danish ELECTRA Ælæctra behind a Dropbox link. No publisher gave checksums, so `sha256`
+and `size` stay unset until someone records them from a known-good download.
 
 `danish-bert-sample` is a tiny zip shipped inside this package in the Danish release's layout
 (scripts/make_sample_release.py makes it), fetched from package data instead of a URL, so the
@@ -33,6 +34,8 @@ class Release:
     """Who made it, as the model card credits them."""
     homepage: str
     """Where the release and its licence are described ("" when nowhere but here)."""
+    family: str = "bert"
+    """The architecture: "bert" or "electra"."""
     license_note: str = ""
     """Why the licence is what it is, when the release does not simply state it."""
     sha256: str | None = None
@@ -44,6 +47,9 @@ class Release:
     downloaded; checked against `sha256` and unpacked as a download is."""
     sample_of: str | None = None
     """The real release this one is a small stand-in for."""
+    subfolder: str | None = None
+    """For a zip holding several checkpoint folders (variants): a regular expression, searched
+    case-insensitively in each folder's path inside the zip, that picks this release's."""
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -59,9 +65,41 @@ DEFAULT_MODEL = "danish-bert-uncased-v2"
 NORDIC_BERT = "https://github.com/certainlyio/nordic_bert"
 NORDIC_BERT_AUTHORS = "BotXo (now Certainly)"
 
+# google-research/bert's README at eedf5716ce1268e56f0a50264a88cafad334ac61 (its HEAD, 2020-03-11)
+# lists the zips below and says "These models are all released under the same license as the
+# source code (Apache 2.0)"; its LICENSE is Apache 2.0.
+GOOGLE_BERT = "https://github.com/google-research/bert"
+GOOGLE_BERT_AUTHORS = "Google Research (Devlin, Chang, Lee and Toutanova)"
+GOOGLE_BERT_ZIPS = "https://storage.googleapis.com/bert_models"
+
+# google-research/electra's README at 8a46635f32083ada044d7e9ad09604742600ee7b (its HEAD,
+# 2021-03-31) links the three zips; its LICENSE is Apache 2.0 and the README gives the weights
+# no other licence. Each zip holds electra_<size>/ with a checkpoint and vocab.txt, no config.
+GOOGLE_ELECTRA = "https://github.com/google-research/electra"
+GOOGLE_ELECTRA_AUTHORS = "Google Research (Clark, Luong, Le and Manning)"
+GOOGLE_ELECTRA_NOTE = (
+    "The repository's LICENSE is Apache 2.0 and its README gives the released weights no other "
+    "licence. When you share this model, credit the authors and link the original release."
+)
+
+# MalteHB/-l-ctra's README at 14ba1982113026bf3acc46e46b3c777ba408862d links one zip for both
+# variants; its LICENSE (81e362cf184463b596a09137ada7f147301cf915) is MIT. What the zip holds
+# was not seen (no download from here): its notebooks train into
+# models/ælæctra_{cased,uncased}_32k/ with vocab.txt one level up.
+AELAECTRA = "https://github.com/MalteHB/-l-ctra"
+AELAECTRA_URL = "https://www.dropbox.com/s/cag7prs1nvdchqs/%C3%86l%C3%A6ctra.zip?dl=1"
+AELAECTRA_AUTHORS = "Malte Højmark-Bertelsen"
+AELAECTRA_NOTE = (
+    'The repository\'s LICENSE is MIT ("Copyright (c) 2020 MalteHB"), which asks that its '
+    "copyright and permission notice go with every copy: keep them with this model and link "
+    "the original release."
+)
+
 LICENSES = {
     "cc-by-4.0": ("CC BY 4.0", "https://creativecommons.org/licenses/by/4.0/"),
     "cc-by-sa-4.0": ("CC BY-SA 4.0", "https://creativecommons.org/licenses/by-sa/4.0/"),
+    "apache-2.0": ("Apache 2.0", "https://www.apache.org/licenses/LICENSE-2.0"),
+    "mit": ("MIT", "https://opensource.org/licenses/MIT"),
 }
 """Short name and text of the licence ids the registry uses."""
 
@@ -138,6 +176,67 @@ RELEASES: dict[str, Release] = {
             ),
             package_data="data/danish_bert_sample.zip",
             sample_of="danish-bert-uncased-v2",
+        ),
+        *(
+            Release(
+                name=name,
+                urls=(f"{GOOGLE_BERT_ZIPS}/{folder}/{stem}.zip",),
+                filename=f"{stem}.zip",
+                language="multilingual" if stem.startswith("multi") else "en",
+                cased="uncased" not in stem,
+                license="apache-2.0",
+                authors=GOOGLE_BERT_AUTHORS,
+                homepage=GOOGLE_BERT,
+                notes=notes,
+            )
+            for name, folder, stem, notes in (
+                ("bert-base-uncased", "2018_10_18", "uncased_L-12_H-768_A-12", "BERT-Base."),
+                ("bert-large-uncased", "2018_10_18", "uncased_L-24_H-1024_A-16", "BERT-Large."),
+                ("bert-base-cased", "2018_10_18", "cased_L-12_H-768_A-12", "BERT-Base."),
+                ("bert-large-cased", "2018_10_18", "cased_L-24_H-1024_A-16", "BERT-Large."),
+                (
+                    "bert-base-multilingual-cased",
+                    "2018_11_23",
+                    "multi_cased_L-12_H-768_A-12",
+                    "BERT-Base, 104 languages (Google's recommended multilingual model).",
+                ),
+            )
+        ),
+        *(
+            Release(
+                name=f"electra-{size}",
+                urls=(f"https://storage.googleapis.com/electra-data/electra_{size}.zip",),
+                filename=f"electra_{size}.zip",
+                language="en",
+                cased=False,
+                license="apache-2.0",
+                authors=GOOGLE_ELECTRA_AUTHORS,
+                homepage=GOOGLE_ELECTRA,
+                family="electra",
+                license_note=GOOGLE_ELECTRA_NOTE,
+                notes=f"ELECTRA-{size.capitalize()}: discriminator and generator; no config "
+                "file in the zip (sizes come from the tensor shapes).",
+            )
+            for size in ("small", "base", "large")
+        ),
+        *(
+            Release(
+                name=f"aelaectra-danish-{casing}",
+                urls=(AELAECTRA_URL,),
+                filename="aelaectra.zip",
+                language="da",
+                cased=casing == "cased",
+                license="mit",
+                authors=AELAECTRA_AUTHORS,
+                homepage=AELAECTRA,
+                family="electra",
+                license_note=AELAECTRA_NOTE,
+                notes=f"Ælæctra, an ELECTRA-Small trained on Danish Gigaword; the {casing} "
+                "variant of the zip that holds both.",
+                subfolder=pattern,
+            )
+            # "cased" is inside "uncased": the cased variant's folder has no "un" before it.
+            for casing, pattern in (("cased", "(?<!un)cased"), ("uncased", "uncased"))
         ),
     )
 }

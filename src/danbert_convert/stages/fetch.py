@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -23,19 +23,17 @@ from urllib.parse import unquote, urlsplit
 from filelock import FileLock, Timeout
 
 from danbert_convert._fs import StrPath, sha256_file
-from danbert_convert.defaults import RETRIES, TIMEOUT
 from danbert_convert.errors import DownloadError, InputError
 from danbert_convert.releases.archive import (
     MAX_RATIO,
     MAX_TOTAL,
     ZipCorruptError,
-    locate_checkpoint_dir,
+    locate,
     unpack,
 )
 from danbert_convert.releases.http import (
-    BACKOFF,
     CHUNK,
-    MAX_BACKOFF,
+    DEFAULT_RETRY,
     MAX_RECORD,
     DownloadResult,
     ProgressHook,
@@ -77,10 +75,12 @@ class FetchResult:
     """Bytes that came over the network."""
     tried: list[tuple[str, str]] = field(default_factory=list)
     """(url, what went wrong) for every source that failed before one worked."""
+    vocab: Path | None = None
+    """vocab.txt beside the checkpoint folder, else the nearest above it in the release."""
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
-        for k in ("zip_path", "checkpoint_dir"):
+        for k in ("zip_path", "checkpoint_dir", "vocab"):
             d[k] = None if d[k] is None else str(d[k])
         d["tried"] = [{"url": u, "error": e} for u, e in self.tried]
         return d
@@ -306,10 +306,10 @@ def fetch(
     do_unpack: bool = True,
     progress: bool | None = None,
     on_progress: ProgressHook | None = None,
-    retries: int = RETRIES,
-    backoff: float = BACKOFF,
-    max_backoff: float = MAX_BACKOFF,
-    timeout: float | tuple[float, float] = TIMEOUT,
+    retries: int = DEFAULT_RETRY.retries,
+    backoff: float = DEFAULT_RETRY.backoff,
+    max_backoff: float = DEFAULT_RETRY.max_backoff,
+    timeout: float | tuple[float, float] = DEFAULT_RETRY.timeout,
     max_total: int = MAX_TOTAL,
     max_ratio: float = MAX_RATIO,
 ) -> FetchResult:
@@ -341,7 +341,13 @@ def fetch(
         urls = (urls,)
     if urls and from_path is not None:
         raise ValueError("urls and from_path exclude each other: download, or use a local copy")
-    timeout = _timeouts(timeout)
+    retry = replace(
+        DEFAULT_RETRY,
+        retries=retries,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        timeout=_timeouts(timeout),
+    )
     dest = Path(dest)
     expected = check_sha256(sha256) if sha256 else None
     release: Release | None = None
@@ -390,10 +396,7 @@ def fetch(
                 sha256=expected,
                 progress=progress,
                 on_progress=on_progress,
-                retries=retries,
-                backoff=backoff,
-                max_backoff=max_backoff,
-                timeout=timeout,
+                retry=retry,
                 max_size=max_total,
             )
             result.source, result.sha256, result.size = d.url, d.sha256, d.size
@@ -410,6 +413,7 @@ def fetch(
                     progress=progress,
                     max_total=max_total,
                     max_ratio=max_ratio,
+                    subfolder=release.subfolder if release is not None else None,
                 )
             except ZipCorruptError as e:
                 _distrust(zip_path, result.sha256, str(e))
@@ -417,7 +421,11 @@ def fetch(
                     f"{e}; {zip_path.name} will not be trusted again: "
                     "use --force to download it again"
                 ) from None
-            result.checkpoint_dir, result.unpacked = u.checkpoint_dir, u.unpacked
+            result.checkpoint_dir, result.unpacked, result.vocab = (
+                u.checkpoint_dir,
+                u.unpacked,
+                u.vocab,
+            )
     return result
 
 
@@ -425,7 +433,7 @@ def _timeouts(timeout: float | tuple[float, float]) -> tuple[float, float]:
     """(connect, read) seconds: a single number is the read timeout, as the CLI's --timeout."""
     if isinstance(timeout, tuple):
         return timeout
-    return (min(TIMEOUT[0], timeout), timeout)
+    return (min(DEFAULT_RETRY.timeout[0], timeout), timeout)
 
 
 def _fetch_local(
@@ -440,9 +448,12 @@ def _fetch_local(
 ) -> FetchResult:
     """`--from`: an unpacked folder is used where it is; a zip is checked and unpacked."""
     name = release.name if release else None
+    subfolder = release.subfolder if release is not None else None
     if src.is_dir():
-        ckpt = locate_checkpoint_dir(src)
-        return FetchResult(name, str(src), None, None, 0, False, ckpt, False)
+        u = locate(src, subfolder)
+        return FetchResult(
+            name, str(src), None, None, 0, False, u.checkpoint_dir, False, vocab=u.vocab
+        )
     if not src.is_file():
         raise InputError(f"{src}: no such file or folder")
     digest = sha256_file(src)
@@ -451,8 +462,22 @@ def _fetch_local(
     log.info(f"sha256 {digest}  {src}")
     with _new_dirs(dest):
         u = unpack(
-            src, dest, force=force, progress=progress, max_total=max_total, max_ratio=max_ratio
+            src,
+            dest,
+            force=force,
+            progress=progress,
+            max_total=max_total,
+            max_ratio=max_ratio,
+            subfolder=subfolder,
         )
     return FetchResult(
-        name, str(src), src, digest, src.stat().st_size, False, u.checkpoint_dir, u.unpacked
+        name,
+        str(src),
+        src,
+        digest,
+        src.stat().st_size,
+        False,
+        u.checkpoint_dir,
+        u.unpacked,
+        vocab=u.vocab,
     )

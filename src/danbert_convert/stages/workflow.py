@@ -12,17 +12,11 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from danbert_convert._fs import StrPath, sha256_file, write_json
-from danbert_convert.defaults import (
-    DEFAULT_DEST,
-    RETRIES,
-    TIMEOUT,
-    HeadSetting,
-    PartName,
-    ReaderName,
-)
+from danbert_convert.defaults import DEFAULT_DEST, HeadSetting, PartName, ReaderName
 from danbert_convert.errors import DanbertError
 from danbert_convert.output.card import update_card
 from danbert_convert.output.manifest import MANIFEST_NAME, VERIFY_NAME, source_paths
+from danbert_convert.releases.http import DEFAULT_RETRY
 from danbert_convert.releases.registry import DEFAULT_MODEL
 from danbert_convert.stages.convert import convert, paths_as_strings
 from danbert_convert.stages.fetch import FetchResult, fetch
@@ -217,8 +211,8 @@ def run_all(
     urls: Sequence[str] = (),
     sha256: str | None = None,
     from_path: StrPath | None = None,
-    retries: int = RETRIES,
-    timeout: float | tuple[float, float] = TIMEOUT,
+    retries: int = DEFAULT_RETRY.retries,
+    timeout: float | tuple[float, float] = DEFAULT_RETRY.timeout,
     force: bool = False,
     reader: ReaderName = "auto",
     hidden_act: str | None = None,
