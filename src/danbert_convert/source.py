@@ -162,9 +162,7 @@ def normalize_prefix(path: Path) -> Path:
 VOCAB_LEVELS_UP = 2
 
 
-def _find_file(
-    src: Path, name: str, override: StrPath | None, what: str, look_up: int = 0
-) -> Path:
+def _find_file(src: Path, name: str, override: StrPath | None, what: str, look_up: int = 0) -> Path:
     """`override`, else `name` in `src`, else in one of `look_up` folders above it (said)."""
     path = Path(override) if override is not None else src / name
     if path.is_file():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -61,7 +62,7 @@ from danbert_convert.output.writer import (
 )
 from danbert_convert.readers.base import check_finite, open_checkpoint
 from danbert_convert.readers.tensorflow import TensorFlowReader
-from danbert_convert.source import Source, data_files, locate
+from danbert_convert.source import VOCAB_LEVELS_UP, Source, data_files, locate
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +337,8 @@ def _source_record(
     def name(path: Path) -> str:
         nonlocal outside
         inside = in_folder(path, src)
+        if inside is None and (above := _just_above(path, src)):
+            return above  # ELECTRA's vocab.txt in the data folder above the checkpoints
         if inside is None:  # an override outside SRC (--checkpoint, --config, --vocab)
             outside = True
             return path.name
@@ -362,6 +365,15 @@ def _source_record(
     # Where SRC is seen from OUT, for `verify` without --against: only when every file is in it.
     root = None if outside else source_root(src, out)
     return {"root": root, **paths, "reader": reader, "files": files}
+
+
+def _just_above(path: Path, src: Path) -> str | None:
+    """`path` as "../name" or "../../name" when it lies in one of SRC's two parent folders."""
+    try:
+        rel = Path(os.path.relpath(path.resolve(), src.resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return None
+    return rel if re.fullmatch(rf"(\.\./){{1,{VOCAB_LEVELS_UP}}}[^/]+", rel) else None
 
 
 def _write_weights(
