@@ -30,6 +30,26 @@ def release(tmp_path_factory: pytest.TempPathFactory):
     return make
 
 
+@pytest.fixture(scope="session")
+def electra_release(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: electra_release(variant, hparams=None, **write_release kwargs) -> an ELECTRA
+    release folder, each written once per session; a variant is one of tfckpt_electra.VARIANTS,
+    or any new name with its `hparams`."""
+    from tfckpt_electra import VARIANTS
+    from tfckpt_electra import write_release as write_electra
+
+    root = tmp_path_factory.mktemp("electra")
+    made: dict[str, Path] = {}
+
+    def make(variant: str, hparams: dict | None = None, **kwargs) -> Path:
+        if variant not in made:
+            made[variant] = write_electra(root / variant, hparams=hparams or VARIANTS[variant],
+                                          **kwargs)  # fmt: skip
+        return made[variant]
+
+    return make
+
+
 @pytest.fixture
 def local_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """HTTP tests talk to 127.0.0.1 only: a proxy from the environment would route it elsewhere."""

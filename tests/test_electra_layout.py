@@ -15,45 +15,9 @@ import numpy as np
 import pytest
 from conftest import sample_inputs
 from electra_reference import forward
-from tfckpt_electra import TINY_HPARAMS, Sizes, layout, sizes, write_release
+from tfckpt_electra import TINY_HPARAMS, VARIANTS, Sizes, layout, sizes, write_release
 
 TOL = 1e-5  # transformers in float32 against the TF reference in float64
-
-VARIANTS: dict[str, dict] = {
-    # Discriminator 128 wide (2 heads), generator 64 (1 head), embeddings 32: both projections.
-    "tiny": TINY_HPARAMS,
-    # Embeddings as wide as the discriminator (base/large): only the generator projects.
-    "base-like": {
-        "model_size": "base",
-        "vocab_size": 40,
-        "generator_hidden_size": 0.5,
-        "model_hparam_overrides": {
-            "hidden_size": 128,
-            "num_hidden_layers": 2,
-            "max_position_embeddings": 32,
-        },
-    },
-    # The released ELECTRA-Small: a generator as wide as the discriminator (README, step 4).
-    "full-width-generator": {**TINY_HPARAMS, "generator_hidden_size": 1.0},
-    # The generator's own embeddings at its own width: no generator/embeddings_project.
-    "untied-embeddings": {**TINY_HPARAMS, "untied_generator_embeddings": True},
-    # untied_generator false: the generator is electra/ itself, with generator_predictions.
-    "tied-generator": {**TINY_HPARAMS, "untied_generator": False},
-}
-
-
-@pytest.fixture(scope="module")
-def electra_release(tmp_path_factory: pytest.TempPathFactory):
-    """Factory: electra_release(variant) -> folder, each written once per module."""
-    root = tmp_path_factory.mktemp("electra")
-    made: dict[str, Path] = {}
-
-    def make(variant: str) -> Path:
-        if variant not in made:
-            made[variant] = write_release(root / variant, hparams=VARIANTS[variant])
-        return made[variant]
-
-    return make
 
 
 def _reader(folder: Path):

@@ -36,6 +36,30 @@ TINY_HPARAMS: dict = {
 }
 
 
+# Named layouts the tests share (conftest.electra_release writes each once per session).
+VARIANTS: dict[str, dict] = {
+    # Discriminator 128 wide (2 heads), generator 64 (1 head), embeddings 32: both projections.
+    "tiny": TINY_HPARAMS,
+    # Embeddings as wide as the discriminator (base/large): only the generator projects.
+    "base-like": {
+        "model_size": "base",
+        "vocab_size": 40,
+        "generator_hidden_size": 0.5,
+        "model_hparam_overrides": {
+            "hidden_size": 128,
+            "num_hidden_layers": 2,
+            "max_position_embeddings": 32,
+        },
+    },
+    # The released ELECTRA-Small: a generator as wide as the discriminator (README, step 4).
+    "full-width-generator": {**TINY_HPARAMS, "generator_hidden_size": 1.0},
+    # The generator's own embeddings at its own width: no generator/embeddings_project.
+    "untied-embeddings": {**TINY_HPARAMS, "untied_generator_embeddings": True},
+    # untied_generator false: the generator is electra/ itself, with generator_predictions.
+    "tied-generator": {**TINY_HPARAMS, "untied_generator": False},
+}
+
+
 @dataclass(frozen=True)
 class Sizes:
     """One transformer's sizes, as modeling.BertConfig holds them, plus its embedding width."""

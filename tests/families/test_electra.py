@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import sample_inputs
 from electra_reference import forward
-from tfckpt_electra import TINY_HPARAMS, electra_variables, sizes, write_release
+from tfckpt_electra import TINY_HPARAMS, VARIANTS, electra_variables, sizes, write_release
 
 from danbert_convert.cli import cli
 from danbert_convert.errors import InputError
@@ -21,32 +21,8 @@ from danbert_convert.stages.convert import convert
 
 RTOL = 1e-9  # the model run in float64 (stored float32 widens exactly) against TF in float64
 
-VARIANTS: dict[str, dict] = {
-    "tiny": TINY_HPARAMS,  # embeddings 32, discriminator 128 (2 heads), generator 64 (1 head)
-    "base-like": {  # embeddings as wide as the discriminator: it has no embeddings_project
-        "model_size": "base", "vocab_size": 40, "generator_hidden_size": 0.5,
-        "model_hparam_overrides": {"hidden_size": 128, "num_hidden_layers": 2,
-                                   "max_position_embeddings": 32},
-    },
-    "untied-embeddings": {**TINY_HPARAMS, "untied_generator_embeddings": True},
-    "tied-generator": {**TINY_HPARAMS, "untied_generator": False},
-}  # fmt: skip
+LAYOUTS = ["tiny", "base-like", "untied-embeddings", "tied-generator"]
 CLASSES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
-
-
-@pytest.fixture(scope="module")
-def electra(tmp_path_factory: pytest.TempPathFactory):
-    """Factory: electra(variant) -> release folder, each written once per module."""
-    root = tmp_path_factory.mktemp("electra")
-    made: dict[str, Path] = {}
-
-    def make(variant: str, **kwargs) -> Path:
-        if variant not in made:
-            hparams = kwargs.pop("hparams", None) or VARIANTS[variant]
-            made[variant] = write_release(root / variant, hparams=hparams, **kwargs)
-        return made[variant]
-
-    return make
 
 
 def _prefix(folder: Path) -> Path:
@@ -82,9 +58,9 @@ def _close(got: np.ndarray, want: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("part", ["discriminator", "generator"])
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_converted_part_computes_what_electra_computes(electra, tmp_path, variant, part):
-    folder = electra(variant)
+@pytest.mark.parametrize("variant", LAYOUTS)
+def test_converted_part_computes_what_electra_computes(electra_release, tmp_path, variant, part):
+    folder = electra_release(variant)
     out = tmp_path / "out"
     result = convert(folder, out, part=part)
     assert result.architecture == CLASSES[part]
@@ -108,10 +84,10 @@ def test_converted_part_computes_what_electra_computes(electra, tmp_path, varian
         assert model.generator_lm_head.weight is model.electra.embeddings.word_embeddings.weight
 
 
-def test_the_wrong_head_count_would_be_caught(electra, tmp_path):
+def test_the_wrong_head_count_would_be_caught(electra_release, tmp_path):
     """The comparison above can fail: the generator's outputs with the discriminator's head
     count (2, not its own 1) are far from ELECTRA's."""
-    folder = electra("tiny")
+    folder = electra_release("tiny")
     convert(folder, tmp_path / "out", part="generator")
     model, _ = _load(tmp_path / "out")
     ids, types, mask = sample_inputs({"vocab_size": 30})
@@ -120,8 +96,8 @@ def test_the_wrong_head_count_would_be_caught(electra, tmp_path):
     assert _close(got.logits.numpy(), wrong.logits) > 1e3
 
 
-def test_other_parts_variables_are_left_out_with_the_reason(electra, tmp_path):
-    result = convert(electra("tiny"), tmp_path / "d")
+def test_other_parts_variables_are_left_out_with_the_reason(electra_release, tmp_path):
+    result = convert(electra_release("tiny"), tmp_path / "d")
     assert result.skipped["generator/encoder/layer_0/output/dense/kernel"] == (
         "the generator's (--part generator converts it)"
     )
@@ -130,7 +106,7 @@ def test_other_parts_variables_are_left_out_with_the_reason(electra, tmp_path):
         "Adam optimizer slot"
     )
     assert result.skipped["global_step"] == "training step counter"
-    result = convert(electra("tiny"), tmp_path / "g", part="generator")
+    result = convert(electra_release("tiny"), tmp_path / "g", part="generator")
     assert result.skipped["discriminator_predictions/dense_1/kernel"].startswith(
         "the discriminator's"
     )
@@ -143,22 +119,22 @@ def test_other_parts_variables_are_left_out_with_the_reason(electra, tmp_path):
     assert manifest["source"]["config"] is None
 
 
-def test_heads_none_writes_an_electra_model(electra, tmp_path):
+def test_heads_none_writes_an_electra_model(electra_release, tmp_path):
     import transformers
 
-    result = convert(electra("tiny"), tmp_path / "out", heads="none")
+    result = convert(electra_release("tiny"), tmp_path / "out", heads="none")
     assert result.architecture == "ElectraModel"
     model = transformers.AutoModel.from_pretrained(tmp_path / "out")
     assert type(model).__name__ == "ElectraModel"
     assert "discriminator_predictions/dense/kernel" in result.skipped
 
 
-def test_hparams_config_gives_the_head_count(electra, tmp_path):
+def test_hparams_config_gives_the_head_count(electra_release, tmp_path):
     """A run that overrode the head count: only its --hparams can say so; then the converted
     model equals ELECTRA's forward with that count, and differs from the rule's."""
     hparams = {**TINY_HPARAMS, "model_hparam_overrides": {
         **TINY_HPARAMS["model_hparam_overrides"], "num_attention_heads": 4}}  # fmt: skip
-    folder = electra("heads4", hparams=hparams, hparams_file="hparams.json")
+    folder = electra_release("heads4", hparams, hparams_file="hparams.json")
     convert(folder, tmp_path / "out", config=folder / "hparams.json")
     assert json.loads((tmp_path / "out" / "config.json").read_text())["num_attention_heads"] == 4
     model, _ = _load(tmp_path / "out")
@@ -174,8 +150,8 @@ def test_hparams_config_gives_the_head_count(electra, tmp_path):
     assert json.loads((tmp_path / "gen" / "config.json").read_text())["num_attention_heads"] == 1
 
 
-def test_config_contradicting_the_shapes_is_refused(electra, tmp_path):
-    folder = electra("tiny")
+def test_config_contradicting_the_shapes_is_refused(electra_release, tmp_path):
+    folder = electra_release("tiny")
     bad = tmp_path / "hparams.json"
     bad.write_text(json.dumps({**TINY_HPARAMS, "embedding_size": 64}))
     with pytest.raises(InputError) as e:
@@ -187,7 +163,9 @@ def test_config_contradicting_the_shapes_is_refused(electra, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_bert_config_of_the_discriminator_leaves_the_generator_to_the_rule(electra, tmp_path):
+def test_bert_config_of_the_discriminator_leaves_the_generator_to_the_rule(
+    electra_release, tmp_path
+):
     """A BertConfig-style file (Ælæctra's notebooks write one) describes the discriminator: its
     head count is not the generator's."""
     cfg = tmp_path / "config.json"
@@ -195,19 +173,19 @@ def test_bert_config_of_the_discriminator_leaves_the_generator_to_the_rule(elect
                                "num_attention_heads": 8, "intermediate_size": 512,
                                "max_position_embeddings": 32, "type_vocab_size": 2,
                                "generator_size": "0.25"}))  # fmt: skip
-    convert(electra("tiny"), tmp_path / "d", config=cfg)
-    convert(electra("tiny"), tmp_path / "g", config=cfg, part="generator")
+    convert(electra_release("tiny"), tmp_path / "d", config=cfg)
+    convert(electra_release("tiny"), tmp_path / "g", config=cfg, part="generator")
     heads = [json.loads((tmp_path / p / "config.json").read_text())["num_attention_heads"]
              for p in ("d", "g")]  # fmt: skip
     assert heads == [8, 1]
 
 
-def test_heads_that_do_not_divide_the_width_are_refused(electra, tmp_path):
+def test_heads_that_do_not_divide_the_width_are_refused(electra_release, tmp_path):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"model_type": "electra", "hidden_size": 128,
                                "num_attention_heads": 3}))  # fmt: skip
     with pytest.raises(InputError, match="hidden_size 128 is not a multiple of num_attention_he"):
-        convert(electra("tiny"), tmp_path / "out", config=cfg)
+        convert(electra_release("tiny"), tmp_path / "out", config=cfg)
 
 
 def test_a_checkpoint_without_a_generator_has_no_generator_part(tmp_path):
@@ -243,9 +221,9 @@ def test_missing_projection_is_named(tmp_path):
         convert(folder, tmp_path / "out")
 
 
-def test_heads_mlm_is_refused_for_the_discriminator(electra, tmp_path):
+def test_heads_mlm_is_refused_for_the_discriminator(electra_release, tmp_path):
     with pytest.raises(InputError, match="--heads mlm: the ELECTRA discriminator has no such"):
-        convert(electra("tiny"), tmp_path / "out", heads="mlm")
+        convert(electra_release("tiny"), tmp_path / "out", heads="mlm")
 
 
 def test_part_is_refused_for_a_bert(full_release, tmp_path):
@@ -253,15 +231,15 @@ def test_part_is_refused_for_a_bert(full_release, tmp_path):
         convert(full_release, tmp_path / "out", part="generator")
 
 
-def test_cli_converts_the_generator(electra, tmp_path):
+def test_cli_converts_the_generator(electra_release, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        cli, ["convert", str(electra("tiny")), str(out), "--part", "generator", "--json"]
+        cli, ["convert", str(electra_release("tiny")), str(out), "--part", "generator", "--json"]
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["architecture"] == "ElectraForMaskedLM"
-    bad = CliRunner().invoke(cli, ["convert", str(electra("tiny")), str(tmp_path / "x"),
+    bad = CliRunner().invoke(cli, ["convert", str(electra_release("tiny")), str(tmp_path / "x"),
                                    "--part", "generator", "--heads", "all", "--hidden-act",
                                    "relu"])  # fmt: skip
     assert bad.exit_code == 3

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from conftest import sample_inputs
 from electra_reference import forward as tf_forward
-from test_electra_layout import VARIANTS as LAYOUT_VARIANTS
 from test_electra_layout import build, run
-from tfckpt_electra import TINY_HPARAMS, checkpoint_prefix, layout, sizes, write_release
+from tfckpt_electra import TINY_HPARAMS, VARIANTS, checkpoint_prefix, layout, sizes
 
 from danbert_convert.families.electra_reference import (
     HEAD_VARIABLES,
@@ -27,33 +26,15 @@ from danbert_convert.readers.tensorflow import TensorFlowReader
 # relative. 1e-9 leaves room for that and none for a wrong weight or shape.
 RTOL = 1e-9
 
-VARIANTS = {
-    # Both projections (E 32, discriminator 128 / 2 heads, generator 64 / 1 head).
-    "default": TINY_HPARAMS,
-    # Generator embeddings of its own at its width: no generator/embeddings_project.
-    "untied-embeddings": LAYOUT_VARIANTS["untied-embeddings"],
-    # untied_generator false: the generator is electra/ with generator_predictions on top.
-    "tied-generator": LAYOUT_VARIANTS["tied-generator"],
-    # E == H for the discriminator (base/large): no electra/embeddings_project.
-    "base-like": LAYOUT_VARIANTS["base-like"],
-}
 PARTS = ["discriminator", "generator"]
+# Both projections; own generator embeddings; the generator is electra/ itself; E == H.
+LAYOUTS = ["tiny", "untied-embeddings", "tied-generator", "base-like"]
 
 
 @pytest.fixture(scope="module")
-def electra_release(tmp_path_factory: pytest.TempPathFactory):
-    """Factory: electra_release(variant) -> checkpoint prefix, each written once per module."""
-    root = tmp_path_factory.mktemp("electra-ref")
-    made: dict[str, Path] = {}
-
-    def make(variant: str) -> Path:
-        if variant not in made:
-            made[variant] = checkpoint_prefix(
-                write_release(root / variant, hparams=VARIANTS[variant])
-            )
-        return made[variant]
-
-    return make
+def electra_prefix(electra_release):
+    """Factory: electra_prefix(variant) -> the checkpoint prefix of that shared release."""
+    return lambda variant: checkpoint_prefix(electra_release(variant))
 
 
 def part_config(variant: str, part: str) -> dict:
@@ -93,9 +74,9 @@ def all_diffs(got_states, got_logits, want_states, want_logits) -> list[float]:
 @pytest.mark.parametrize(
     "variant, part, expected",
     [
-        ("default", "discriminator",
+        ("tiny", "discriminator",
          ("electra/embeddings", "electra", "discriminator_predictions")),
-        ("default", "generator", ("electra/embeddings", "generator", "generator_predictions")),
+        ("tiny", "generator", ("electra/embeddings", "generator", "generator_predictions")),
         ("untied-embeddings", "generator",
          ("generator/embeddings", "generator", "generator_predictions")),
         ("tied-generator", "generator",
@@ -111,12 +92,12 @@ def test_scopes_refuse_an_unknown_part():
         scopes(set(layout(TINY_HPARAMS)), "cloze")
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", LAYOUTS)
 @pytest.mark.parametrize("part", PARTS)
 def test_variable_shapes_are_what_forward_reads_and_the_checkpoint_holds(
-    electra_release, variant, part
+    electra_prefix, variant, part
 ):
-    prefix = electra_release(variant)
+    prefix = electra_prefix(variant)
     config = part_config(variant, part)
     reader = TensorFlowReader(prefix)
     listed = reader.variables()
@@ -137,11 +118,11 @@ def test_variable_shapes_are_what_forward_reads_and_the_checkpoint_holds(
     assert has_projection == (config["embedding_size"] != config["hidden_size"])
 
 
-def test_variable_shapes_tell_a_generator_config_from_the_discriminators(electra_release):
+def test_variable_shapes_tell_a_generator_config_from_the_discriminators():
     """What verify reports before reading: the generator's config against electra/'s tensors
     (a tied-generator checkpoint has no generator/) gives other shapes."""
     names = set(layout(VARIANTS["tied-generator"]))
-    wrong = part_config("default", "generator")  # 64 wide: a separate generator's sizes
+    wrong = part_config("tiny", "generator")  # 64 wide: a separate generator's sizes
     shapes = variable_shapes(wrong, "generator", names)
     real = layout(VARIANTS["tied-generator"])
     assert shapes["electra/encoder/layer_0/attention/self/query/kernel"] == (64, 64)
@@ -149,9 +130,9 @@ def test_variable_shapes_tell_a_generator_config_from_the_discriminators(electra
 
 
 @pytest.mark.parametrize("part", PARTS)
-def test_without_the_head_there_are_no_logits_and_no_head_variables(electra_release, part):
-    prefix = electra_release("default")
-    config = part_config("default", part)
+def test_without_the_head_there_are_no_logits_and_no_head_variables(electra_prefix, part):
+    prefix = electra_prefix("tiny")
+    config = part_config("tiny", part)
     _, _, head = scopes(set(layout(TINY_HPARAMS)), part)
 
     def has(name: str) -> bool:
@@ -168,10 +149,10 @@ def test_without_the_head_there_are_no_logits_and_no_head_variables(electra_rele
 # --- against the TensorFlow forward and transformers ------------------------------------------
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", LAYOUTS)
 @pytest.mark.parametrize("part", PARTS)
-def test_numpy_equals_tf_reference(electra_release, variant, part):
-    prefix = electra_release(variant)
+def test_numpy_equals_tf_reference(electra_prefix, variant, part):
+    prefix = electra_prefix(variant)
     config = part_config(variant, part)
     out = numpy_forward(prefix, part, config)
     ids, types, mask = sample_inputs(config)
@@ -186,10 +167,10 @@ def test_numpy_equals_tf_reference(electra_release, variant, part):
     assert float(np.abs(ref.logits).max()) > 0.1  # not a comparison of near-zeros
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", LAYOUTS)
 @pytest.mark.parametrize("part", PARTS)
-def test_numpy_equals_transformers_in_float64(electra_release, variant, part):
-    prefix = electra_release(variant)
+def test_numpy_equals_transformers_in_float64(electra_prefix, variant, part):
+    prefix = electra_prefix(variant)
     config = part_config(variant, part)
     out = numpy_forward(prefix, part, config)
     hf = run(build(prefix.parent, part).double(), config)
@@ -200,9 +181,9 @@ def test_numpy_equals_transformers_in_float64(electra_release, variant, part):
 # --- the comparison can fail ------------------------------------------------------------------
 
 
-def test_generator_with_the_discriminators_head_count_fails(electra_release):
-    prefix = electra_release("default")
-    config = part_config("default", "generator")
+def test_generator_with_the_discriminators_head_count_fails(electra_prefix):
+    prefix = electra_prefix("tiny")
+    config = part_config("tiny", "generator")
     assert config["num_attention_heads"] == 1
     ids, types, mask = sample_inputs(config)
     ref = tf_forward(prefix, "generator", ids, types, mask, num_attention_heads=1)
@@ -211,18 +192,18 @@ def test_generator_with_the_discriminators_head_count_fails(electra_release):
     assert rel_diff(wrong.hidden_states[0], ref.hidden_states[0]) <= RTOL  # before attention
 
 
-def test_another_activation_fails(electra_release):
-    prefix = electra_release("default")
-    config = part_config("default", "discriminator")
+def test_another_activation_fails(electra_prefix):
+    prefix = electra_prefix("tiny")
+    config = part_config("tiny", "discriminator")
     hf = run(build(prefix.parent, "discriminator").double(), config)
     wrong = numpy_forward(prefix, "discriminator", {**config, "hidden_act": "gelu_new"})
     assert rel_diff(wrong.logits["discriminator"], hf.logits) > 1e3 * RTOL
 
 
-def test_shared_embeddings_for_an_untied_generator_fail(electra_release):
+def test_shared_embeddings_for_an_untied_generator_fail(electra_prefix):
     """Names that hide generator/embeddings send the generator to electra/embeddings, 32 wide
     instead of its own 64: variable_shapes says so, and forward cannot run."""
-    prefix = electra_release("untied-embeddings")
+    prefix = electra_prefix("untied-embeddings")
     config = part_config("untied-embeddings", "generator")
     names = {n for n in TensorFlowReader(prefix).variables() if "generator/embeddings" not in n}
     listed = TensorFlowReader(prefix).variables()

@@ -5,32 +5,11 @@ one fails."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from tfckpt_electra import TINY_HPARAMS, write_release
 
 from danbert_convert.stages.convert import convert
 from danbert_convert.stages.verify import verify
-
-BASE_LIKE = {
-    "model_size": "base", "vocab_size": 40, "generator_hidden_size": 0.5,
-    "model_hparam_overrides": {"hidden_size": 128, "num_hidden_layers": 2,
-                               "max_position_embeddings": 64},
-}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def electra(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("electra-verify")
-    made: dict[str, Path] = {}
-
-    def make(name: str, hparams: dict) -> Path:
-        if name not in made:
-            made[name] = write_release(root / name, hparams=hparams)
-        return made[name]
-
-    return make
 
 
 def _checks(report) -> dict:
@@ -39,11 +18,8 @@ def _checks(report) -> dict:
 
 @pytest.mark.parametrize("part", ["discriminator", "generator"])
 @pytest.mark.parametrize("variant", ["tiny", "base-like"])
-def test_each_part_verifies(electra, tmp_path, variant, part):
-    hparams = {"tiny": {**TINY_HPARAMS, "model_hparam_overrides": {
-        **TINY_HPARAMS["model_hparam_overrides"], "max_position_embeddings": 64}},
-        "base-like": BASE_LIKE}[variant]  # fmt: skip
-    folder = electra(variant, hparams)
+def test_each_part_verifies(electra_release, tmp_path, variant, part):
+    folder = electra_release(variant)
     out = tmp_path / "out"
     convert(folder, out, part=part)
     report = verify(out)
@@ -63,11 +39,11 @@ def test_each_part_verifies(electra, tmp_path, variant, part):
     assert again.status == "pass", again.detail
 
 
-def test_a_generator_checked_as_the_discriminator_fails(electra, tmp_path):
+def test_a_generator_checked_as_the_discriminator_fails(electra_release, tmp_path):
     """The encoder alone (ElectraModel) of the generator, recorded as the discriminator's: the
     sizes disagree with the discriminator's variables, and parity says so."""
     out = tmp_path / "out"
-    convert(electra("tiny", TINY_HPARAMS), out, part="generator", heads="none")
+    convert(electra_release("tiny"), out, part="generator", heads="none")
     manifest = json.loads((out / "danbert-manifest.json").read_text())
     manifest["settings"]["part"] = "discriminator"
     (out / "danbert-manifest.json").write_text(json.dumps(manifest))
@@ -78,22 +54,24 @@ def test_a_generator_checked_as_the_discriminator_fails(electra, tmp_path):
     assert parity.detail.endswith("the model needs [32, 64]")
 
 
-def test_an_unrecorded_electra_model_is_checked_as_the_part_its_sizes_are(electra, tmp_path):
+def test_an_unrecorded_electra_model_is_checked_as_the_part_its_sizes_are(
+    electra_release, tmp_path
+):
     out = tmp_path / "out"
-    folder = electra("tiny", TINY_HPARAMS)
+    folder = electra_release("tiny")
     convert(folder, out, part="generator", heads="none")
     (out / "danbert-manifest.json").unlink()
     parity = _checks(verify(out, against=folder))["parity"]
     assert parity.status == "pass", parity.detail
 
 
-def test_a_changed_weight_fails_parity(electra, tmp_path):
+def test_a_changed_weight_fails_parity(electra_release, tmp_path):
     """Parity can fail: one generator weight nudged after conversion (the manifest removed so
     that the files check does not catch it first)."""
     from safetensors.numpy import load_file, save_file
 
     out = tmp_path / "out"
-    folder = electra("tiny", TINY_HPARAMS)
+    folder = electra_release("tiny")
     convert(folder, out, part="generator")
     (out / "danbert-manifest.json").unlink()
     weights = load_file(out / "model.safetensors")
