@@ -72,14 +72,17 @@ HEAD_GROUPS = {h.group: h for h in HEADS}
 
 # --heads all takes the first class whose heads include the checkpoint's: a pre-training
 # checkpoint must then have both of BertForPreTraining's, a fine-tuned one has its own.
+# No Hub task predicts next sentences: that head gets what AutoModel gives, features.
 ARCHITECTURES: tuple[Architecture, ...] = (
-    Architecture("BertForPreTraining", frozenset({"mlm", "nsp"}), pooler=True),
-    Architecture("BertForMaskedLM", frozenset({"mlm"}), pooler=False),
+    Architecture("BertForPreTraining", frozenset({"mlm", "nsp"}), pooler=True, task="fill-mask"),
+    Architecture("BertForMaskedLM", frozenset({"mlm"}), pooler=False, task="fill-mask"),
     Architecture("BertForNextSentencePrediction", frozenset({"nsp"}), pooler=True),
-    Architecture("BertForSequenceClassification", frozenset({"classifier"}), pooler=True),
-    Architecture("BertForQuestionAnswering", frozenset({"squad"}), pooler=False),
+    Architecture("BertForSequenceClassification", frozenset({"classifier"}), pooler=True,
+                 task="text-classification"),
+    Architecture("BertForQuestionAnswering", frozenset({"squad"}), pooler=False,
+                 task="question-answering"),
     Architecture("BertModel", frozenset(), pooler=True, prefixed=False),
-)
+)  # fmt: skip
 # The --heads choices that name one class, whatever heads the checkpoint has.
 CLASS_FOR_HEADS = {"mlm": "BertForMaskedLM", "none": "BertModel"}
 

@@ -63,13 +63,14 @@ HEADS = {
     "generator": Head("mlm", "masked-LM", ("generator_predictions", "generator_lm_head"),
                       "sequence"),
 }  # fmt: skip
+# The discriminator's replaced-token logits are no Hub task: it gets features, as AutoModel.
 ARCHITECTURES = {
     "discriminator": (
         Architecture("ElectraForPreTraining", frozenset({"discriminator"}), pooler=False),
         Architecture("ElectraModel", frozenset(), pooler=False, prefixed=False),
     ),
     "generator": (
-        Architecture("ElectraForMaskedLM", frozenset({"mlm"}), pooler=False),
+        Architecture("ElectraForMaskedLM", frozenset({"mlm"}), pooler=False, task="fill-mask"),
         Architecture("ElectraModel", frozenset(), pooler=False, prefixed=False),
     ),
 }

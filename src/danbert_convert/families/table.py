@@ -87,6 +87,7 @@ class Architecture:
     heads: frozenset[str]  # its head groups; in the checkpoint, they select it (--heads auto)
     pooler: bool  # whether the class has a pooler
     prefixed: bool = True  # whether parameter names keep the base model's prefix ("bert.")
+    task: str = "feature-extraction"  # the Hub's pipeline task for it (the model card's tag)
 
     @property
     def groups(self) -> frozenset[str]:
