@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from danbert_convert.errors import InputError
-from danbert_convert.families import bert, detect
+from danbert_convert.families import detect
 from danbert_convert.families.table import Family, plan, skip_reason
 from danbert_convert.output.tokenizer import VocabReport, vocab_report
 from danbert_convert.readers.base import open_checkpoint
@@ -164,13 +164,19 @@ def inspect_checkpoint(
                 )
     for name in maps:  # converted by one part: not skipped, whatever another part said
         skipped.pop(name, None)
-    if not maps and (family is None or family is bert.FAMILY):
-        # No config, or no plan: BERT's name table alone.
-        for name in infos:
-            if hf := bert.TABLE.hf_name(name):
-                maps[name] = hf
-            else:
-                skipped[name] = skip_reason(name) or "unrecognised"
+    if not maps and family is not None:
+        # No config, or no plan: the default part's name table alone, as far as it goes
+        # without sizes (BERT's needs none).
+        try:
+            table = family.table(infos.keys(), family.parts[0], cfg or {})
+        except (KeyError, InputError):
+            table = None
+        if table is not None:
+            for name in infos:
+                if hf := table.hf_name(name):
+                    maps[name] = hf
+                else:
+                    skipped[name] = skip_reason(name) or "unrecognised"
     for name in infos:
         if name not in maps and name not in skipped:
             skipped[name] = skip_reason(name) or "unrecognised"
