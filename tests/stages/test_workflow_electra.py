@@ -45,6 +45,8 @@ def test_all_converts_and_verifies_each_part_then_skips(aelaectra_zip, tmp_path)
     assert manifest["settings"]["part"] == "discriminator"
     assert manifest["source"]["vocab"] == "../../vocab.txt"  # the data folder's
     assert manifest["source"]["config"] is None
+    # Ælæctra's tokenizer kept every accent: the registry says so, convert follows.
+    assert manifest["settings"]["strip_accents"] is False
     card = (out / "README.md").read_text("utf-8")
     assert "license: mit" in card and "- electra" in card
 

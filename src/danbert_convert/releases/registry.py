@@ -50,6 +50,9 @@ class Release:
     subfolder: str | None = None
     """For a zip holding several checkpoint folders (variants): a regular expression, searched
     case-insensitively in each folder's path inside the zip, that picks this release's."""
+    strip_accents: bool | None = None
+    """How the model's training text was normalised, when the release says so (convert's
+    --strip-accents/--no-strip-accents); None: the vocab-relative default rule."""
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -234,6 +237,10 @@ RELEASES: dict[str, Release] = {
                 notes=f"Ælæctra, an ELECTRA-Small trained on Danish Gigaword; the {casing} "
                 "variant of the zip that holds both.",
                 subfolder=pattern,
+                # Its tokenization.py comments out _run_strip_accents ("THIS REMOVES THE
+                # DANISH CHARACTER 'Å' FROM THE CORPUS"): every accent kept, in both variants
+                # (MalteHB/-l-ctra, electra_google/model/tokenization.py, 8768c0a).
+                strip_accents=False,
             )
             # "cased" is inside "uncased": the cased variant's folder has no "un" before it.
             for casing, pattern in (("cased", "(?<!un)cased"), ("uncased", "uncased"))

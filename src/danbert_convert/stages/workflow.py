@@ -17,7 +17,7 @@ from danbert_convert.errors import DanbertError
 from danbert_convert.output.card import update_card
 from danbert_convert.output.manifest import MANIFEST_NAME, VERIFY_NAME, source_paths
 from danbert_convert.releases.http import DEFAULT_RETRY
-from danbert_convert.releases.registry import DEFAULT_MODEL
+from danbert_convert.releases.registry import DEFAULT_MODEL, get_release
 from danbert_convert.stages.convert import convert, paths_as_strings
 from danbert_convert.stages.fetch import FetchResult, fetch
 from danbert_convert.stages.verify import Report, read_manifest, verify
@@ -118,6 +118,11 @@ def provenance(fetched: FetchResult) -> dict[str, object] | None:
     }
 
 
+def _release_strip_accents(model: str | None) -> bool | None:
+    """The accent handling the release's own tokenizer had, when the registry records it."""
+    return None if model is None else get_release(model).strip_accents
+
+
 def _conversion_current(
     out: Path,
     checkpoint_dir: Path,
@@ -144,6 +149,9 @@ def _conversion_current(
     # Manifests from before --heads were all written as auto does.
     if settings.get("heads", "auto") != heads:
         return False
+    hint = None if release is None else get_release(release).strip_accents
+    if settings.get("strip_accents", "vocab") != ("vocab" if hint is None else hint):
+        return False  # the release's own accent handling, not what an earlier run did
     # Manifests from before --part are BERT conversions, which have no parts.
     if part is not None and settings.get("part", "") != part:
         return False
@@ -267,6 +275,7 @@ def run_all(
             False,
             lambda: convert(fetched.checkpoint_dir, out, force=replace, reader=reader,
                             hidden_act=hidden_act, heads=heads, part=part, progress=progress,
+                            strip_accents=_release_strip_accents(fetched.model),
                             provenance=provenance(fetched), card=card),
         )  # fmt: skip
     manifest = read_manifest(out) or {}
