@@ -95,11 +95,6 @@ def architecture(name: str) -> Architecture | None:
     return TABLE.architecture(name)
 
 
-def match(name: str) -> tuple[Rule, int | None] | None:
-    """The rule for a TF variable name and its layer number, or None."""
-    return TABLE.match(name)
-
-
 def group_of(name: str) -> str | None:
     """The group ("encoder", "pooler", a head) a TF variable belongs to, or None."""
     return TABLE.group_of(name)
@@ -172,5 +167,5 @@ FAMILY = Family(
 __all__ = [
     "ARCHITECTURES", "CLASS_FOR_HEADS", "COPY", "FAMILY", "HEADS", "HEAD_GROUPS", "TABLE",
     "TENSOR_MAP", "TRANSPOSE", "Plan", "Rule", "TensorPlan", "architecture", "group_of",
-    "hf_config", "match", "plan", "skip_reason",
+    "hf_config", "plan", "skip_reason",
 ]  # fmt: skip

@@ -10,9 +10,10 @@ inspect ask: detection from variable names, the config, the table, the config.js
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from danbert_convert.errors import InputError
@@ -25,8 +26,8 @@ TRANSPOSE = "transpose"
 
 @dataclass(frozen=True)
 class Rule:
-    tf: str  # TF variable name; `{i}` stands for the encoder layer number
-    hf: str  # transformers name below the model root; `{i}` likewise
+    tf: str  # TF variable name; `{i}` (or another of Table.ranges) stands for a number
+    hf: str  # transformers name below the model root; the same placeholders
     transform: str
     # TF shape, each dim a config key or a literal number.
     shape: tuple[str | int, ...]
@@ -114,20 +115,24 @@ class Table:
     # Variables of the checkpoint that belong to another part, with why they are left out.
     elsewhere: tuple[tuple[re.Pattern[str], str], ...] = ()
     heads_where: str = "output heads"  # where its heads' variables are, for messages
+    # Each placeholder of the rules and the config key counting it: BERT's layers `{i}`;
+    # ALBERT's shared groups `{g}` and their inner layers `{j}`. The first is what messages
+    # call the encoder's layers.
+    ranges: tuple[tuple[str, str], ...] = (("i", "num_hidden_layers"),)
     _compiled: tuple[tuple[re.Pattern[str], Rule], ...] = field(
         init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
-        compiled = tuple((_compile(r), r) for r in self.rules)
+        compiled = tuple((_compile(r, self.ranges), r) for r in self.rules)
         object.__setattr__(self, "_compiled", compiled)
 
-    def match(self, name: str) -> tuple[Rule, int | None] | None:
-        """The rule for a TF variable name and its layer number, or None."""
+    def match(self, name: str) -> tuple[Rule, Index] | None:
+        """The rule for a TF variable name and its numbers ({"i": 3}), or None."""
         for pattern, rule in self._compiled:
             m = pattern.match(name)
             if m:
-                return rule, int(m.group(1)) if m.groups() else None
+                return rule, tuple((k, int(v)) for k, v in m.groupdict().items())
         return None
 
     def group_of(self, name: str) -> str | None:
@@ -140,8 +145,7 @@ class Table:
         m = self.match(name)
         if not m:
             return None
-        rule, layer = m
-        return rule.hf.replace("{i}", str(layer)) if layer is not None else rule.hf
+        return fill(m[0].hf, m[1])
 
     def elsewhere_reason(self, name: str) -> str | None:
         """Why a variable of another part of the checkpoint is left out, or None."""
@@ -155,8 +159,21 @@ class Table:
         return next(h for h in self.heads if h.group == group)
 
 
-def _compile(rule: Rule) -> re.Pattern[str]:
-    return re.compile("^" + re.escape(rule.tf).replace(r"\{i\}", r"([0-9]+)") + "$")
+Index = tuple[tuple[str, int], ...]  # a variable's placeholder values: (("i", 3),)
+
+
+def fill(template: str, index: Index) -> str:
+    """A rule's name with its placeholders replaced by `index`'s numbers."""
+    for key, value in index:
+        template = template.replace(f"{{{key}}}", str(value))
+    return template
+
+
+def _compile(rule: Rule, ranges: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+    pattern = re.escape(rule.tf)
+    for key, _ in ranges:
+        pattern = pattern.replace(re.escape(f"{{{key}}}"), f"(?P<{key}>[0-9]+)")
+    return re.compile(f"^{pattern}$")
 
 
 @dataclass(frozen=True)
@@ -260,8 +277,8 @@ class Plan:
         return sum(t.nbytes for t in self.tensors)
 
 
-def _hf_name(table: Table, rule: Rule, layer: int | None, arch: Architecture) -> str:
-    name = rule.hf.replace("{i}", str(layer)) if layer is not None else rule.hf
+def _hf_name(table: Table, rule: Rule, index: Index, arch: Architecture) -> str:
+    name = fill(rule.hf, index)
     if not arch.prefixed and name.startswith(table.prefix):
         name = name[len(table.prefix) :]
     return name
@@ -352,7 +369,7 @@ def plan(
     heads make up; all, that class's every head; mlm or none, the class `table.class_for_heads`
     names. What the class has no place for is skipped, with the reason.
     """
-    matched: list[tuple[str, Rule, int | None]] = []
+    matched: list[tuple[str, Rule, Index]] = []
     skipped: dict[str, str] = {}
     unknown: list[str] = []
     for name in variables:
@@ -391,17 +408,19 @@ def plan(
                                      f"rows in {name} of {checkpoint_name}")  # fmt: skip
     cfg = {**config, **derived}
 
-    n_layers = config_int(cfg, "num_hidden_layers", config_name)
+    counts = {k: config_int(cfg, key, config_name) for k, key in table.ranges}
     tensors: list[TensorPlan] = []
-    for name, rule, layer in matched:
+    for name, rule, index in matched:
         if rule.group not in arch.groups:
             skipped[name] = _not_written(table, rule.group, arch, heads)
             continue
-        if layer is not None and not 0 <= layer < n_layers:
-            raise InputError(
-                f"{checkpoint_name}: {name} is layer {layer}, but num_hidden_layers is "
-                f"{n_layers} in {config_name}"
-            )
+        for k, value in index:
+            if not 0 <= value < counts[k]:
+                key = dict(table.ranges)[k]
+                raise InputError(
+                    f"{checkpoint_name}: {name} is {_word(table, k)} {value}, but {key} is "
+                    f"{counts[k]} in {config_name}"
+                )
         dtype = variables[name].dtype
         if dtype.name not in WEIGHT_DTYPES:
             kind = dtype.name if dtype.kind != "O" else "object (a string or other non-number)"
@@ -428,13 +447,13 @@ def plan(
             raise InputError(f"{key} {want} in {config_name} vs {found}")
         out_shape = tuple(reversed(actual)) if rule.transform == TRANSPOSE else actual
         tensors.append(
-            TensorPlan(_hf_name(table, rule, layer, arch), name, rule.transform, out_shape,
+            TensorPlan(_hf_name(table, rule, index, arch), name, rule.transform, out_shape,
                        variables[name].dtype.name)
         )  # fmt: skip
 
     _check_unique(tensors, checkpoint_name)
-    _check_layer_count(table, matched, n_layers, config_name, checkpoint_name)
-    _check_complete(table, tensors, arch, n_layers, checkpoint_name)
+    _check_counts(table, matched, counts, config_name, checkpoint_name)
+    _check_complete(table, tensors, arch, counts, checkpoint_name)
     tensors.sort(key=lambda t: t.hf)
     return Plan(arch, tensors, dict(sorted(skipped.items())), sorted(unknown), derived)
 
@@ -454,28 +473,36 @@ def _check_unique(tensors: list[TensorPlan], checkpoint_name: str) -> None:
         seen[t.hf] = t.tf
 
 
-def _check_layer_count(
+def _check_counts(
     table: Table,
-    matched: list[tuple[str, Rule, int | None]],
-    n_layers: int,
+    matched: list[tuple[str, Rule, Index]],
+    counts: dict[str, int],
     config_name: str,
     checkpoint_name: str,
 ) -> None:
-    """More layers in the config than in the checkpoint: one line, before any per-layer work.
-
-    (A config saying 1000000000 layers must not make a list of them.)
-    """
-    present = 1 + max((layer for _, _, layer in matched if layer is not None), default=-1)
-    if n_layers > present:
-        layer_rules = [r.tf for r in table.rules if "{i}" in r.tf]
-        scope = layer_rules[0].split("{i}")[0] + "*" if layer_rules else "encoder layers"
-        have = f"layer_0 to layer_{present - 1}" if present else f"no {scope}"
-        raise InputError(f"num_hidden_layers {n_layers} in {config_name} vs {present} layers "
+    """More layers (or groups) in the config than in the checkpoint: one line, before any
+    per-layer work. (A config saying 1000000000 layers must not make a list of them.)"""
+    for k, key in table.ranges:
+        present = 1 + max((v for _, _, index in matched for kk, v in index if kk == k), default=-1)
+        if counts[k] <= present:
+            continue
+        templates = [r.tf for r in table.rules if f"{{{k}}}" in r.tf]
+        scope = templates[0].split(f"{{{k}}}")[0] if templates else "encoder layers"
+        word = _word(table, k)
+        have = f"{word}_0 to {word}_{present - 1}" if present else f"no {scope}*"
+        noun = f"{word}s"
+        raise InputError(f"{key} {counts[k]} in {config_name} vs {present} {noun} "
                          f"({have}) in {checkpoint_name}")  # fmt: skip
 
 
+def _word(table: Table, k: str) -> str:
+    """What placeholder `k` counts, from the names: "layer" (layer_{i}), "group", ..."""
+    template = next((r.tf for r in table.rules if f"{{{k}}}" in r.tf), "layer_{i}")
+    return template.split(f"{{{k}}}")[0].rstrip("/_").rsplit("/", 1)[-1]
+
+
 def _check_complete(
-    table: Table, tensors: list[TensorPlan], arch: Architecture, n_layers: int,
+    table: Table, tensors: list[TensorPlan], arch: Architecture, counts: dict[str, int],
     checkpoint_name: str,
 ) -> None:  # fmt: skip
     """Every weight the chosen class has must come from the checkpoint: none left random."""
@@ -483,13 +510,13 @@ def _check_complete(
     for rule in table.rules:
         if rule.group not in arch.groups:
             continue
-        layers: Iterable[int | None] = range(n_layers) if "{i}" in rule.tf else [None]
-        for layer in layers:
-            if _hf_name(table, rule, layer, arch) not in have:
-                tf = rule.tf.replace("{i}", str(layer)) if layer is not None else rule.tf
+        keys = [k for k, _ in table.ranges if f"{{{k}}}" in rule.tf]
+        for values in itertools.product(*(range(counts[k]) for k in keys)):
+            index = tuple(zip(keys, values, strict=True))
+            if _hf_name(table, rule, index, arch) not in have:
                 raise InputError(
-                    f"{checkpoint_name}: missing variable {tf} (needed for "
-                    f"{_hf_name(table, rule, layer, arch)} of {arch.name})"
+                    f"{checkpoint_name}: missing variable {fill(rule.tf, index)} (needed for "
+                    f"{_hf_name(table, rule, index, arch)} of {arch.name})"
                 )
 
 
