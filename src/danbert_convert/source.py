@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from danbert_convert.errors import InputError
+from danbert_convert.errors import InputError, one_line
 
 if TYPE_CHECKING:
     from danbert_convert._fs import StrPath
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CONFIG_NAME = "bert_config.json"  # found beside the checkpoint without being named
+SPM_SUFFIX = ".model"  # a SentencePiece model (ALBERT's 30k-clean.model), when no vocab.txt
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,8 @@ class SourceFiles:
 
     folder: Path  # where files are looked for (the prefix's folder when only overrides)
     checkpoint: Path  # prefix
-    config_path: Path | None  # None: none given and no bert_config.json beside it
-    vocab_path: Path
+    config_path: Path | None  # None: none given and no known config file beside it
+    vocab_path: Path  # vocab.txt (WordPiece), or a SentencePiece model
     state_path: Path | None = None  # the `checkpoint` state file, when it was read
 
 
@@ -52,6 +53,11 @@ class Source:
     part: str = ""  # which network of the checkpoint ("" when it holds one)
     # Sizes that did not come from a config file: key -> where from ("shape of X", "rule").
     config_origin: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self) -> str:
+        """ "wordpiece" (vocab.txt) or "sentencepiece" (a .model file)."""
+        return tokenizer_kind(self.vocab_path)
 
     def small_files(self) -> list[Path]:
         """The files read whole: the manifest hashes them in full."""
@@ -218,6 +224,28 @@ def _nonfinite(obj: object) -> tuple[str, float] | None:
     return None
 
 
+def read_spm_pieces(path: Path, vocab_size: int) -> list[str]:
+    """A SentencePiece model's pieces, id by id; more than vocab_size, or an unreadable
+    model: InputError naming the file."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    if size > 64 << 20:  # 30k-clean.model is 0.7 MB; a protobuf is parsed whole in memory
+        raise InputError(f"{path}: {size} bytes; not a SentencePiece model of a BERT-sized vocab")
+    import sentencepiece as spm
+
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as e:
+        raise InputError(f"{path}: not a SentencePiece model ({one_line(e)})") from None
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    if len(pieces) > vocab_size:
+        raise InputError(f"{path}: {len(pieces)} pieces, more than vocab_size {vocab_size} in "
+                         "the config")  # fmt: skip
+    return pieces
+
+
 def read_vocab(path: Path, vocab_size: int) -> list[str]:
     """vocab.txt as a list of tokens; longer than vocab_size, with a token twice or lacking
     BERT's specials: error."""
@@ -249,15 +277,21 @@ def read_vocab(path: Path, vocab_size: int) -> list[str]:
     return vocab
 
 
+def tokenizer_kind(vocab: Path) -> str:
+    return "sentencepiece" if vocab.suffix == SPM_SUFFIX else "wordpiece"
+
+
 def locate(
     src: StrPath,
     *,
     checkpoint: StrPath | None = None,
     config: StrPath | None = None,
     vocab: StrPath | None = None,
+    config_names: tuple[str, ...] = (CONFIG_NAME,),
 ) -> SourceFiles:
     """Locate the parts of a release folder; overrides win. The config is optional here
-    (ELECTRA releases have none); bert_config.json is used when it is there."""
+    (ELECTRA releases have none): the first of `config_names` found is used. The vocab is
+    vocab.txt, else the folder's one SentencePiece model (ALBERT's 30k-clean.model)."""
     src = Path(src)
     if not src.is_dir() and not (checkpoint and vocab):
         raise InputError(f"{src}: not a folder")
@@ -266,8 +300,13 @@ def locate(
     if config is not None:
         config_path: Path | None = _find_file(folder, CONFIG_NAME, config, "config")
     else:
-        config_path = folder / CONFIG_NAME if (folder / CONFIG_NAME).is_file() else None
-    vocab_path = _find_file(folder, "vocab.txt", vocab, "vocab.txt", look_up=VOCAB_LEVELS_UP)
+        config_path = next((folder / n for n in config_names if (folder / n).is_file()), None)
+    models = sorted(folder.glob(f"*{SPM_SUFFIX}")) if vocab is None else []
+    if vocab is None and not (folder / "vocab.txt").is_file() and len(models) == 1:
+        vocab_path = models[0]
+    else:
+        vocab_path = _find_file(folder, "vocab.txt", vocab, "vocab.txt",
+                                look_up=VOCAB_LEVELS_UP)  # fmt: skip
     state = src / "checkpoint"
     return SourceFiles(
         folder, prefix, config_path, vocab_path,

@@ -20,17 +20,28 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from danbert_convert.errors import InputError
-from danbert_convert.families import bert, bert_reference, electra, electra_reference
+from danbert_convert.families import albert, bert, bert_reference, electra, electra_reference
 from danbert_convert.families.table import Architecture, Family, Head
 from danbert_convert.readers.base import VariableInfo, open_checkpoint
-from danbert_convert.source import Source, SourceFiles, locate, read_json, read_vocab
+from danbert_convert.source import (
+    Source,
+    SourceFiles,
+    locate,
+    read_json,
+    read_spm_pieces,
+    read_vocab,
+    tokenizer_kind,
+)
 
 if TYPE_CHECKING:
     from danbert_convert._fs import StrPath
 
-# In the order detection asks them: ELECTRA's names are the more specific.
-FAMILIES: tuple[Family, ...] = (electra.FAMILY, bert.FAMILY)
+# In the order detection asks them: ELECTRA's and ALBERT's names are the more specific
+# (ALBERT's are BERT's scopes with shared groups).
+FAMILIES: tuple[Family, ...] = (electra.FAMILY, albert.FAMILY, bert.FAMILY)
 BY_NAME = {f.name: f for f in FAMILIES}
+# The config files a release keeps beside its checkpoint, found without being named.
+CONFIG_NAMES = tuple(f.config_file for f in FAMILIES if f.config_file)
 
 # TF2 object-based checkpoints name objects, not scopes (issue 16).
 _TF2_MARKERS = ("_CHECKPOINTABLE_OBJECT_GRAPH", ".ATTRIBUTES/VARIABLE_VALUE", "layer_with_weights-")
@@ -155,7 +166,8 @@ def load_source(
     parsed = None if files.config_path is None else read_json(files.config_path)
     config_name = str(files.config_path or files.folder / (fam.config_file or "config"))
     config, origin = fam.read_config(parsed, config_name, variables, part, index)
-    vocab = read_vocab(files.vocab_path, config["vocab_size"])
+    read = read_spm_pieces if tokenizer_kind(files.vocab_path) == "sentencepiece" else read_vocab
+    vocab = read(files.vocab_path, config["vocab_size"])
     return Source(
         files.checkpoint, files.config_path, files.vocab_path, config, vocab, files.state_path,
         fam.name, part, origin,
@@ -173,11 +185,23 @@ def open_source(
 ) -> Source:
     """Locate and read the parts of a release folder (overrides win): `locate`, then
     `load_source`."""
-    files = locate(Path(src), checkpoint=checkpoint, config=config, vocab=vocab)
-    return load_source(files, part=part, variables=variables)
+    return load_source(locate_files(src, checkpoint=checkpoint, config=config, vocab=vocab),
+                       part=part, variables=variables)  # fmt: skip
+
+
+def locate_files(
+    src: StrPath,
+    *,
+    checkpoint: StrPath | None = None,
+    config: StrPath | None = None,
+    vocab: StrPath | None = None,
+) -> SourceFiles:
+    """`source.locate` knowing every family's config file name."""
+    return locate(Path(src), checkpoint=checkpoint, config=config, vocab=vocab,
+                  config_names=CONFIG_NAMES)  # fmt: skip
 
 
 __all__ = [
-    "BY_NAME", "FAMILIES", "REFERENCES", "Family", "ModelKind", "Reference", "detect", "family",
-    "load_source", "model_kind", "open_source",
+    "BY_NAME", "CONFIG_NAMES", "FAMILIES", "REFERENCES", "Family", "ModelKind", "Reference",
+    "detect", "family", "load_source", "locate_files", "model_kind", "open_source",
 ]  # fmt: skip

@@ -37,7 +37,7 @@ from danbert_convert.defaults import (
     WeightFormat,
 )
 from danbert_convert.errors import InputError
-from danbert_convert.families import family, load_source
+from danbert_convert.families import family, load_source, locate_files
 from danbert_convert.families.table import Plan, TensorPlan, plan
 from danbert_convert.output.card import CARD_NAME, carry_users_readme, kept_message, write_card
 from danbert_convert.output.manifest import (
@@ -62,7 +62,7 @@ from danbert_convert.output.writer import (
 )
 from danbert_convert.readers.base import check_finite, open_checkpoint
 from danbert_convert.readers.tensorflow import TensorFlowReader
-from danbert_convert.source import VOCAB_LEVELS_UP, Source, data_files, locate
+from danbert_convert.source import VOCAB_LEVELS_UP, Source, data_files
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def convert(
     out = Path(out)
     check_not_inside(out, [Path(src)])
     check_writable_target(out, force)  # before any heavy reading
-    found = locate(Path(src), checkpoint=checkpoint, config=config, vocab=vocab)
+    found = locate_files(Path(src), checkpoint=checkpoint, config=config, vocab=vocab)
     ckpt = open_checkpoint(found.checkpoint, reader)
     try:
         variables = ckpt.variables()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from danbert_convert.errors import InputError
-from danbert_convert.families import detect
+from danbert_convert.families import CONFIG_NAMES, detect
 from danbert_convert.families.table import Family, plan, skip_reason
 from danbert_convert.output.tokenizer import VocabReport, vocab_report
 from danbert_convert.readers.base import open_checkpoint
@@ -83,7 +83,8 @@ class Listing:
 def _locate(
     src: Path, config: StrPath | None, vocab: StrPath | None
 ) -> tuple[Path, Path | None, Path | None]:
-    """The checkpoint prefix and, if found, the bert_config.json and vocab.txt beside it."""
+    """The checkpoint prefix and, if found, the config (bert_config.json, albert_config.json)
+    and vocab.txt beside it."""
     config = None if config is None else Path(config)
     vocab = None if vocab is None else Path(vocab)
     if src.is_dir():
@@ -92,8 +93,8 @@ def _locate(
     else:
         prefix = normalize_prefix(src)
         folder = prefix.parent
-    if config is None and (folder / "bert_config.json").is_file():
-        config = folder / "bert_config.json"
+    if config is None:
+        config = next((folder / n for n in CONFIG_NAMES if (folder / n).is_file()), None)
     if vocab is None and (folder / "vocab.txt").is_file():
         vocab = folder / "vocab.txt"
     return prefix, config, vocab

@@ -34,6 +34,7 @@ from danbert_convert.families import (
     REFERENCES,
     ModelKind,
     load_source,
+    locate_files,
     model_kind,
     open_source,
 )
@@ -45,7 +46,7 @@ from danbert_convert.output.tokenizer import TRANSLITERATION, Rule, never_produc
 from danbert_convert.output.tokenizer import _is_marker as is_marker
 from danbert_convert.output.writer import BIN_NAME, WEIGHTS_NAME
 from danbert_convert.readers.base import count_nonfinite, open_checkpoint
-from danbert_convert.source import Source, locate, read_json, read_vocab
+from danbert_convert.source import Source, read_json, read_vocab
 
 log = logging.getLogger(__name__)
 
@@ -832,7 +833,7 @@ def _find_source(st: _State, against: Path | None) -> Source | None:
     config = paths.get("config")
     if not ((config is None or config.is_file()) and paths["vocab"].is_file()):
         return None
-    return load_source(locate(paths["checkpoint"].parent, checkpoint=paths["checkpoint"],
+    return load_source(locate_files(paths["checkpoint"].parent, checkpoint=paths["checkpoint"],
                               config=config, vocab=paths["vocab"]),
                        part=(st.manifest or {}).get("settings", {}).get("part"))  # fmt: skip
 
@@ -856,7 +857,7 @@ def _source_part(st: _State, source: Source, kind: ModelKind) -> tuple[Source, M
 
 def _reload(source: Source, part: str) -> Source:
     """The same source files read for another part of the checkpoint."""
-    files = locate(source.checkpoint.parent, checkpoint=source.checkpoint,
+    files = locate_files(source.checkpoint.parent, checkpoint=source.checkpoint,
                    config=source.config_path, vocab=source.vocab_path)  # fmt: skip
     return load_source(files, part=part)
 
