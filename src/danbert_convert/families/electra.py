@@ -321,4 +321,5 @@ FAMILY = Family(
     classes=lambda part: ((HEADS[part],), ARCHITECTURES[part]),
     model_type="electra",
     default_part="discriminator",
+    vocab_above=True,  # run_pretraining.py: vocab.txt in DATA_DIR, checkpoints in models/NAME/
 )
