@@ -200,3 +200,33 @@ def test_vocab_with_a_byte_order_mark_is_named(full_release, tmp_path):
         f"{src / 'vocab.txt'}: starts with a byte-order mark (U+FEFF); save it as UTF-8 "
         "without one",
     )
+
+
+def test_bert_vocab_is_not_taken_from_a_folder_above(full_release, tmp_path):
+    """A BERT release keeps vocab.txt beside its checkpoint: one in the folder above (here
+    another model's, its tokens in another order) must not silently become this model's
+    tokenizer. ELECTRA's layout (data/vocab.txt, data/models/NAME/) is the exception."""
+    models = tmp_path / "models"
+    src = copy_src(full_release, models)
+    (src / "vocab.txt").unlink()
+    other = VOCAB[:5] + VOCAB[:4:-1]
+    (models / "vocab.txt").write_text("\n".join(other) + "\n", encoding="utf-8")
+    out = tmp_path / "out" / "model"
+    r = run_convert(src, out)
+    assert_refused(r, out, f"{src / 'vocab.txt'}: vocab.txt not found", "--vocab")
+    r = run_convert(src, out, "--vocab", str(models / "vocab.txt"))  # said: taken
+    assert r.exit_code == 0, r.output
+    assert (out / "vocab.txt").read_text(encoding="utf-8").split() == other
+
+
+def test_electra_vocab_two_folders_up_is_used_and_said(tmp_path):
+    from tfckpt_electra import write_release
+
+    data = tmp_path / "data"
+    src = write_release(data / "models" / "run")
+    (src / "vocab.txt").rename(data / "vocab.txt")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["convert", str(src), str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "vocab.txt").read_bytes() == (data / "vocab.txt").read_bytes()
+    assert f"no vocab.txt beside the checkpoint; using {data / 'vocab.txt'}" in r.output

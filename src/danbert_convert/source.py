@@ -39,6 +39,9 @@ class SourceFiles:
     config_path: Path | None  # None: none given and no known config file beside it
     vocab_path: Path  # vocab.txt (WordPiece), or a SentencePiece model
     state_path: Path | None = None  # the `checkpoint` state file, when it was read
+    # vocab.txt was not given and not beside the checkpoint but found above it: whether that
+    # may be the model's is the family's to say (families.load_source).
+    vocab_above: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,14 +172,13 @@ VOCAB_LEVELS_UP = 2
 
 
 def _find_file(src: Path, name: str, override: StrPath | None, what: str, look_up: int = 0) -> Path:
-    """`override`, else `name` in `src`, else in one of `look_up` folders above it (said)."""
+    """`override`, else `name` in `src`, else in one of `look_up` folders above it."""
     path = Path(override) if override is not None else src / name
     if path.is_file():
         return path
     if override is None:
         for above in list(src.resolve().parents)[:look_up]:
             if (above / name).is_file():
-                log.warning("%s: no %s beside the checkpoint; using %s", src, name, above / name)
                 return above / name
     raise InputError(f"{path}: {what} not found" + ("" if override else f" in {src}"))
 
@@ -311,4 +313,5 @@ def locate(
     return SourceFiles(
         folder, prefix, config_path, vocab_path,
         state if checkpoint is None and state.is_file() else None,
+        vocab_above=vocab is None and vocab_path.parent != folder,
     )  # fmt: skip

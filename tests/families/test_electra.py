@@ -163,6 +163,15 @@ def test_config_contradicting_the_shapes_is_refused(electra_release, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("size", [["small"], {"small": 1}, 256])
+def test_hparams_model_size_not_a_name_is_one_line(electra_release, tmp_path, size):
+    bad = tmp_path / "hparams.json"
+    bad.write_text(json.dumps({**TINY_HPARAMS, "model_size": size}))
+    with pytest.raises(InputError, match=r"hparams.json: model_size .*; ELECTRA knows small, "):
+        convert(electra_release("tiny"), tmp_path / "out", config=bad)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bert_config_of_the_discriminator_leaves_the_generator_to_the_rule(
     electra_release, tmp_path
 ):

@@ -680,6 +680,10 @@ def test_edited_config_sizes_fail_files_in_bounded_memory(release, tmp_path):
         ('{"schema_version": "2"}', "danbert-manifest.json: 'schema_version' is not an integer"),
         ('{"source": {"checkpoint": 1}}', "danbert-manifest.json: source 'checkpoint' is not a "
          "string"),
+        # parity said "--part 5 does not apply to a BERT checkpoint": no --part was given
+        ('{"settings": {"part": 5}}', "danbert-manifest.json: settings 'part' is not a string"),
+        ('{"settings": {"part": ["generator"]}}', "danbert-manifest.json: settings 'part' is not "
+         "a string"),
     ],
 )  # fmt: skip
 def test_malformed_manifest_is_a_one_line_input_error(copy, text, message):

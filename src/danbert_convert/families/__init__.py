@@ -12,6 +12,7 @@ Adding a family: a module here with a `FAMILY`, and a line in `FAMILIES`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ from danbert_convert.source import (
 
 if TYPE_CHECKING:
     from danbert_convert._fs import StrPath
+
+log = logging.getLogger(__name__)
 
 # In the order detection asks them: ELECTRA's and ALBERT's names are the more specific
 # (ALBERT's are BERT's scopes with shared groups).
@@ -163,6 +166,14 @@ def load_source(
             f"{index}: --part {part} does not apply to a {fam.title} checkpoint"
             + (f"; choose {' or '.join(fam.parts)}" if any(fam.parts) else "")
         )
+    if files.vocab_above:
+        beside = files.folder / "vocab.txt"
+        if not fam.vocab_above:
+            raise InputError(f"{beside}: vocab.txt not found; a {fam.title} release keeps it "
+                             f"beside the checkpoint ({files.vocab_path} may be another model's: "
+                             "to use it, pass --vocab)")  # fmt: skip
+        log.warning("%s: no vocab.txt beside the checkpoint; using %s", files.folder,
+                    files.vocab_path)  # fmt: skip
     parsed = None if files.config_path is None else read_json(files.config_path)
     config_name = str(files.config_path or files.folder / (fam.config_file or "config"))
     config, origin = fam.read_config(parsed, config_name, variables, part, index)

@@ -181,7 +181,7 @@ def _hparams_sizes(hp: dict, where: str) -> dict[str, dict]:
     matters in the end (the head counts); the rest is checked against the shapes."""
     widths = {"small": (256, 12), "base": (768, 12), "large": (1024, 24)}
     size = hp.get("model_size", "small")
-    if size not in widths:
+    if not isinstance(size, str) or size not in widths:  # a list or object: not a name
         raise InputError(f"{where}: model_size {size!r}; ELECTRA knows {', '.join(widths)}")
     overrides = hp.get("model_hparam_overrides", {})
     if not isinstance(overrides, dict):
@@ -322,4 +322,5 @@ FAMILY = Family(
     classes=lambda part: ((HEADS[part],), ARCHITECTURES[part]),
     model_type="electra",
     default_part="discriminator",
+    vocab_above=True,  # run_pretraining.py: vocab.txt in DATA_DIR, checkpoints in models/NAME/
 )

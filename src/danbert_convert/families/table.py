@@ -197,6 +197,9 @@ class Family:
     classes: Callable[[str], tuple[tuple[Head, ...], tuple[Architecture, ...]]]
     model_type: str  # config.json's model_type
     default_part: str = ""
+    # Whether its releases may keep vocab.txt up to source.VOCAB_LEVELS_UP folders above the
+    # checkpoint (ELECTRA's data/models/NAME/). Elsewhere one found there may be another model's.
+    vocab_above: bool = False
 
 
 # The sizes every family's config has (BertConfig's; ElectraConfig and AlbertConfig keep them).

@@ -171,6 +171,8 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
         isinstance(f, dict) and isinstance(f.get("path"), str) for f in files
     ):
         raise InputError(f"{path}: source 'files' is not a list of objects with a 'path'")
+    if not isinstance(data.get("settings", {}).get("part", ""), (str, type(None))):
+        raise InputError(f"{path}: settings 'part' is not a string")
     if type(data.get("schema_version", 1)) is not int:
         raise InputError(f"{path}: 'schema_version' is not an integer")
     return data
