@@ -45,3 +45,8 @@ def one_line(e: BaseException) -> str:
     """The first line of an exception's message (or its class name), for one-line reports."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def with_article(noun: str) -> str:
+    """`noun` with its indefinite article, for messages: "an ELECTRA", "a BertModel"."""
+    return f"{'an' if noun[:1].upper() in 'AEIOU' else 'a'} {noun}"

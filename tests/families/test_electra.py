@@ -99,7 +99,7 @@ def test_the_wrong_head_count_would_be_caught(electra_release, tmp_path):
 def test_other_parts_variables_are_left_out_with_the_reason(electra_release, tmp_path):
     result = convert(electra_release("tiny"), tmp_path / "d")
     assert result.skipped["generator/encoder/layer_0/output/dense/kernel"] == (
-        "the generator's (--part generator converts it)"
+        "the generator's; --part generator converts it"
     )
     assert result.skipped["generator_predictions/output_bias"].startswith("the generator's")
     assert result.skipped["electra/encoder/layer_0/output/dense/kernel/adam_m"] == (

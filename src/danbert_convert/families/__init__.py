@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from danbert_convert.errors import InputError
+from danbert_convert.errors import InputError, with_article
 from danbert_convert.families import albert, bert, bert_reference, electra, electra_reference
 from danbert_convert.families.table import Architecture, Family, Head
 from danbert_convert.readers.base import VariableInfo, open_checkpoint
@@ -163,15 +163,15 @@ def load_source(
         part = fam.default_part
     if part not in fam.parts:
         raise InputError(
-            f"{index}: --part {part} does not apply to a {fam.title} checkpoint"
+            f"{index}: --part {part} does not apply to {with_article(fam.title)} checkpoint"
             + (f"; choose {' or '.join(fam.parts)}" if any(fam.parts) else "")
         )
     if files.vocab_above:
         beside = files.folder / "vocab.txt"
         if not fam.vocab_above:
-            raise InputError(f"{beside}: vocab.txt not found; a {fam.title} release keeps it "
-                             f"beside the checkpoint ({files.vocab_path} may be another model's: "
-                             "to use it, pass --vocab)")  # fmt: skip
+            raise InputError(f"{beside}: vocab.txt not found; {with_article(fam.title)} release "
+                             f"keeps it beside the checkpoint ({files.vocab_path} may be another "
+                             "model's: to use it, pass --vocab)")  # fmt: skip
         log.warning("%s: no vocab.txt beside the checkpoint; using %s", files.folder,
                     files.vocab_path)  # fmt: skip
     parsed = None if files.config_path is None else read_json(files.config_path)

@@ -122,7 +122,7 @@ def table(names: Collection[str], part: str, config: dict) -> Table:
         *(DISCRIMINATOR_HEAD if part == "discriminator" else GENERATOR_HEAD),
     )  # fmt: skip
     other = "generator" if part == "discriminator" else "discriminator"
-    reason = f"the {other}'s (--part {other} converts it)"
+    reason = f"the {other}'s; --part {other} converts it"
     if part == "discriminator":
         theirs = [r"^generator/", r"^generator_predictions/"]
     else:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from danbert_convert.errors import InputError
+from danbert_convert.errors import InputError, with_article
 from danbert_convert.readers.base import VariableInfo
 
 # How a TF value becomes the PyTorch value. TF dense kernels are [in, out], nn.Linear is [out, in].
@@ -443,7 +443,9 @@ def plan(
                 continue
             found = f"{got} {_axis_word(axis, len(actual))} in {name} (shape {list(actual)})"
             if isinstance(key, int):
-                raise InputError(f"{checkpoint_name}: {found}; a {table.title} has {want} there")
+                raise InputError(
+                    f"{checkpoint_name}: {found}; {with_article(table.title)} has {want} there"
+                )
             if key in derived_from:
                 raise InputError(f"{checkpoint_name}: {key} {want} from {derived_from[key]} vs "
                                  f"{found}")  # fmt: skip

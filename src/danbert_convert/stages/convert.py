@@ -36,7 +36,7 @@ from danbert_convert.defaults import (
     ReaderName,
     WeightFormat,
 )
-from danbert_convert.errors import InputError
+from danbert_convert.errors import InputError, with_article
 from danbert_convert.families import family, load_source, locate_files
 from danbert_convert.families.table import Plan, TensorPlan, plan
 from danbert_convert.output.card import CARD_NAME, carry_users_readme, kept_message, write_card
@@ -248,8 +248,9 @@ def convert(
         )
         if not p.architecture.heads and heads == "auto":
             warnings.append(
-                f"{source.checkpoint}: no {table.heads_where}; writing a {p.architecture.name} "
-                f"(the {'encoder and pooler' if p.architecture.pooler else 'encoder'} only)"
+                f"{source.checkpoint}: no {table.heads_where}; writing "
+                f"{with_article(p.architecture.name)} (the "
+                f"{'encoder and pooler' if p.architecture.pooler else 'encoder'} only)"
             )
         for name in p.unknown:
             warnings.append(f"{source.checkpoint}: ignored unrecognised variable {name}")

@@ -27,7 +27,7 @@ import numpy as np
 
 from danbert_convert._fs import StrPath, leave_signals_to_main_thread, sha256_file
 from danbert_convert.defaults import READERS, ReaderName
-from danbert_convert.errors import InputError, VerifyError, one_line
+from danbert_convert.errors import InputError, VerifyError, one_line, with_article
 from danbert_convert.families import (
     BY_NAME,
     FAMILIES,
@@ -1207,7 +1207,7 @@ def _check_parity(st: _State, reader: str) -> Check:
     if kind.family.name != source.family:
         theirs = BY_NAME[source.family].title
         return Check("parity", FAIL, "source differs", f"the model is {kind.family.title}, "
-                     f"{source.checkpoint} a {theirs} checkpoint")  # fmt: skip
+                     f"{source.checkpoint} {with_article(theirs)} checkpoint")  # fmt: skip
     try:  # the part the class computes, unless the conversion recorded another
         source, kind = _source_part(st, source, kind)
     except InputError as e:
