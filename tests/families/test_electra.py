@@ -278,3 +278,15 @@ def test_table_matches_transformers_classes(part):
             assert has == (HEADS[part].group in arch.heads), (arch.name, module)
         prefixed = any(k.startswith("electra.") for k in model.state_dict())
         assert prefixed == arch.prefixed, arch.name
+
+
+def test_a_width_no_multiple_of_64_warns_that_the_head_count_is_a_guess(
+    electra_release, tmp_path, caplog
+):
+    """run_pretraining.py's debug model is 144 wide with 4 heads; the rule says 2. No shape
+    tells, so convert says so (and takes the count from --config when given)."""
+    hparams = {**TINY_HPARAMS, "model_hparam_overrides": {
+        **TINY_HPARAMS["model_hparam_overrides"], "hidden_size": 144}}  # fmt: skip
+    folder = electra_release("w144", hparams)
+    convert(folder, tmp_path / "out")
+    assert "discriminator hidden_size 144 is no multiple of 64: 2 attention heads" in caplog.text

@@ -16,6 +16,7 @@ Sources, commit 8a46635 of google-research/electra: /work/wt/notes/electra.md.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Collection
 
@@ -35,6 +36,8 @@ from danbert_convert.families.table import (
     ln,
 )
 from danbert_convert.readers.base import VariableInfo
+
+log = logging.getLogger(__name__)
 
 H, V, E = "hidden_size", "vocab_size", "embedding_size"
 P, T = "max_position_embeddings", "type_vocab_size"
@@ -264,6 +267,12 @@ def read_config(
             heads = _int(said, "num_attention_heads", config_name)
             origin["num_attention_heads"] = f"{config_name} ({kind})"
         act = said.get("hidden_act", act)
+    if described is None and sizes[H] % 64:
+        # Every released ELECTRA is a multiple of 64 wide; another width is a run with its own
+        # settings (run_pretraining.py's debug model: 144 wide, 4 heads), which no shape shows.
+        log.warning("%s: %s hidden_size %d is no multiple of 64: %d attention heads by "
+                    "ELECTRA's rule; if the run set another count, pass its --hparams with "
+                    "--config", checkpoint_name, part, sizes[H], heads)  # fmt: skip
     if sizes[H] % heads:
         where = config_name if described else checkpoint_name
         raise InputError(f"{where}: hidden_size {sizes[H]} is not a multiple of "
