@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from danbert_convert.output.sentencepiece import spm_mismatches, write_spm_token
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAGRAPH = (
-    "  He paid 1,000 kroner, then 12,345.67 € and £5 for  the   Café's \"Crème brûlée\" in "
+    '  He paid 1,000 kroner, then 12,345.67 € and £5 for  the   Café\'s "Crème brûlée" in '
     "Århus, didn't he?\tThe ``quoted'' text, ''twice'' and `once'; naïve résumé at 3.5 % "
     "(i.e. 10,000,000 people)\n— ÆBLE Øl Åå über STRASSE Straße ﬁne x² a.b-c–d 1,2,3, 99, 100,  "
 )
@@ -71,7 +72,10 @@ def test_paragraph_exercises_every_rule(processor: spm.SentencePieceProcessor) -
     ALBERT splits; each setting gives other ids."""
     raw = processor.EncodeAsPieces(" ".join(PARAGRAPH.lower().split()))
     assert any(len(p) > 1 and p[-1] == "," and p[-2].isdigit() for p in raw)
-    ids = {s: albert_reference_ids(processor, PARAGRAPH, lowercase=s[0], keep_accents=s[1]) for s in SETTINGS}
+    ids = {
+        s: albert_reference_ids(processor, PARAGRAPH, lowercase=s[0], keep_accents=s[1])
+        for s in SETTINGS
+    }
     assert len({tuple(v) for v in ids.values()}) == len(SETTINGS)
 
 
@@ -168,12 +172,35 @@ TEXT = st.text(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def precompiled_drops_marks(text: str) -> bool:
+    """A combining mark after a character SentencePiece's NFKC changes ("²́", "ﬁ́"), which
+    `tokenizers`' Precompiled normaliser drops (huggingface/tokenizers issues 2116, 2334).
+    Only with keep_accents: otherwise marks are stripped before."""
+    return any(
+        unicodedata.combining(b) and unicodedata.normalize("NFKC", a) != a
+        for a, b in zip(text, text[1:], strict=False)
+    )
+
+
+def test_known_precompiled_limitation(written: dict, processor) -> None:
+    """Documents the limitation: when `tokenizers` fixes it, this fails and the skip goes."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(written[True, True][0])
+    want = albert_reference_ids(processor, "x²\u0301", lowercase=True, keep_accents=True)
+    assert tok("x²\u0301")["input_ids"] == [i for i in want if i != processor.unk_id()]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(text=TEXT)
 def test_random_text(written: dict, processor: spm.SentencePieceProcessor, text: str) -> None:
     from transformers import AutoTokenizer
 
     for (lowercase, keep), (folder, _) in written.items():
+        if keep and precompiled_drops_marks(text):
+            continue
         tok = AutoTokenizer.from_pretrained(folder)
         want = albert_reference_ids(processor, text, lowercase=lowercase, keep_accents=keep)
         assert tok(text)["input_ids"] == want, (lowercase, keep)
@@ -185,26 +212,28 @@ LEGACY_SITE = Path(os.environ.get("DANBERT_LEGACY_SITE", ROOT / "benchmarks/.cac
 LEGACY_CHECK = """
 import json, sys
 from transformers import AutoTokenizer, __version__
-folder, cases = sys.argv[1], json.loads(sys.argv[2])
-for use_fast in (True, False):
-    tok = AutoTokenizer.from_pretrained(folder, use_fast=use_fast)
-    assert [tok(t)["input_ids"] for t, _ in cases] == [ids for _, ids in cases], use_fast
+for folder, cases in json.loads(sys.argv[1]):
+    for use_fast in (True, False):
+        tok = AutoTokenizer.from_pretrained(folder, use_fast=use_fast)
+        got = [tok(t)["input_ids"] for t, _ in cases]
+        assert got == [ids for _, ids in cases], (folder, use_fast)
 print(__version__)
 """
 
 
 @pytest.mark.skipif(not (LEGACY_SITE / "transformers").is_dir(), reason="no transformers 4.x")
-@pytest.mark.parametrize(("lowercase", "keep"), SETTINGS)
-def test_transformers_4(
-    written: dict, processor: spm.SentencePieceProcessor, lowercase: bool, keep: bool
-) -> None:
-    cases = [
-        (t, albert_reference_ids(processor, t, lowercase=lowercase, keep_accents=keep))
-        for t in TEXTS
+def test_transformers_4(written: dict, processor: spm.SentencePieceProcessor) -> None:
+    """AutoTokenizer of transformers 4.x, fast and use_fast=False, gives ALBERT's ids."""
+    folders = [
+        (
+            str(folder),
+            [(t, albert_reference_ids(processor, t, lowercase=lc, keep_accents=k)) for t in TEXTS],
+        )
+        for (lc, k), (folder, _) in written.items()
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LEGACY_SITE), *sys.path])}
     run = subprocess.run(
-        [sys.executable, "-c", LEGACY_CHECK, str(written[lowercase, keep][0]), json.dumps(cases)],
+        [sys.executable, "-c", LEGACY_CHECK, json.dumps(folders)],
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]

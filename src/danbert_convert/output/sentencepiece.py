@@ -126,7 +126,11 @@ def read_spm_model(path: Path) -> SpmModel:
         raise InputError(f"{path}: malformed SentencePiece model ({e})") from None
     model_type = trainer.get(3, 1)
     if model_type != 1:
-        name = MODEL_TYPES.get(model_type, f"type {model_type}") if isinstance(model_type, int) else "?"
+        name = (
+            MODEL_TYPES.get(model_type, f"type {model_type}")
+            if isinstance(model_type, int)
+            else "?"
+        )
         raise InputError(
             f"{path}: a {name} SentencePiece model; only unigram models (ALBERT's) are supported"
         )
@@ -153,7 +157,9 @@ def read_spm_model(path: Path) -> SpmModel:
             else UNUSED if sp.is_unused(i) else BYTE if sp.is_byte(i) else NORMAL
         )  # fmt: skip
         pieces.append((sp.id_to_piece(i), sp.get_score(i), kind))
-    return SpmModel(path, data, pieces, sp.unk_id(), charsmap if isinstance(charsmap, bytes) else b"")
+    return SpmModel(
+        path, data, pieces, sp.unk_id(), charsmap if isinstance(charsmap, bytes) else b""
+    )
 
 
 def _is_digit_comma(piece: str) -> bool:
@@ -170,9 +176,7 @@ def _char_class(predicate: Any) -> str:
                 ranges[-1][1] = cp
             else:
                 ranges.append([cp, cp])
-    body = "".join(
-        f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in ranges
-    )
+    body = "".join(f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in ranges)
     return f"[{body}]"
 
 
@@ -293,7 +297,9 @@ def albert_preprocess(text: str, *, lowercase: bool, keep_accents: bool) -> str:
 def albert_ids(sp: Any, text: str, *, lowercase: bool, keep_accents: bool) -> list[int]:
     """The ids ALBERT's FullTokenizer gives (without [CLS]/[SEP]): SentencePiece's pieces, a
     piece ending in a digit and a comma re-encoded as the digits then ","."""
-    pieces = sp.encode_as_pieces(albert_preprocess(text, lowercase=lowercase, keep_accents=keep_accents))
+    pieces = sp.encode_as_pieces(
+        albert_preprocess(text, lowercase=lowercase, keep_accents=keep_accents)
+    )
     out: list[str] = []
     for piece in pieces:
         if not _is_digit_comma(piece):
