@@ -238,3 +238,9 @@ def test_transformers_4(written: dict, processor: spm.SentencePieceProcessor) ->
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith("4."), run.stdout
+
+
+def test_missing_model_is_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"30k-clean\.model: cannot read the SentencePiece model"):
+        write_spm_tokenizer(tmp_path / "out", tmp_path / "30k-clean.model")
+    assert not (tmp_path / "out").exists()

@@ -16,6 +16,7 @@ preprocessing never did (XLNet's did).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import unicodedata
 from collections.abc import Iterable
@@ -102,15 +103,16 @@ def read_spm_model(path: Path) -> SpmModel:
 
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_MODEL_BYTES:
-            raise InputError(
-                f"{path}: {size} bytes, more than the {MAX_MODEL_BYTES} a SentencePiece model "
-                "may have here"
-            )
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            # The size is checked before reading, and no more is read (the file may grow).
+            size = os.fstat(f.fileno()).st_size
+            data = b"" if size > MAX_MODEL_BYTES else f.read(MAX_MODEL_BYTES + 1)
     except OSError as e:
         raise InputError(f"{path}: cannot read the SentencePiece model ({e.strerror})") from None
+    if max(size, len(data)) > MAX_MODEL_BYTES:
+        raise InputError(
+            f"{path}: more than the {MAX_MODEL_BYTES} bytes a SentencePiece model may have here"
+        )
     sp = spm.SentencePieceProcessor()
     try:
         sp.LoadFromSerializedProto(data)
