@@ -50,6 +50,25 @@ def electra_release(tmp_path_factory: pytest.TempPathFactory):
     return make
 
 
+@pytest.fixture(scope="session")
+def albert_release(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: albert_release(variant) -> an ALBERT release folder (tfckpt_albert.VARIANTS),
+    each written once per session."""
+    from tfckpt_albert import VARIANTS
+    from tfckpt_albert import write_release as write_albert
+
+    root = tmp_path_factory.mktemp("albert")
+    made: dict[str, Path] = {}
+
+    def make(variant: str) -> Path:
+        if variant not in made:
+            config, kwargs = VARIANTS[variant]
+            made[variant] = write_albert(root / variant, config, **kwargs)
+        return made[variant]
+
+    return make
+
+
 @pytest.fixture
 def local_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """HTTP tests talk to 127.0.0.1 only: a proxy from the environment would route it elsewhere."""

@@ -99,12 +99,19 @@ def bert_variables(
     return v
 
 
-def with_training_state(model: dict[str, np.ndarray], step: int = 1000) -> dict[str, np.ndarray]:
-    """Add Adam slots for every weight and global_step, as run_pretraining.py saves them."""
+def with_training_state(
+    model: dict[str, np.ndarray], step: int = 1000, slots: tuple[str, str] = ("adam_m", "adam_v")
+) -> dict[str, np.ndarray]:
+    """Add optimizer slots for every weight and global_step, as run_pretraining.py saves them.
+
+    `slots` names the two slots: Adam's (and ALBERT's public LAMBOptimizer's) `adam_m`/`adam_v`
+    by default; ALBERT's export_checkpoints.py also filters `lamb_m`/`lamb_v`.
+    """
     out = dict(model)
+    m, v = slots
     for name, value in model.items():
-        out[f"{name}/adam_m"] = np.full_like(value, 0.01)
-        out[f"{name}/adam_v"] = np.full_like(value, 0.02)
+        out[f"{name}/{m}"] = np.full_like(value, 0.01)
+        out[f"{name}/{v}"] = np.full_like(value, 0.02)
     out["global_step"] = np.array(step, dtype=np.int64)
     return out
 

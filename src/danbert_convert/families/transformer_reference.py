@@ -1,15 +1,19 @@
-"""The transformer maths the numpy reference forward passes share (BERT, ELECTRA), in float64.
+"""The transformer maths the numpy reference forward passes share (BERT, ELECTRA, ALBERT), in
+float64.
 
 Each function reads variables by TF name under a scope it is given, as google-research/bert's
 modeling.py names them (`<scope>/encoder/layer_N/attention/self/query/kernel`, ...); ELECTRA's
-modeling.py is the same code. Like the references, it shares no code with the families' tables:
-it is part of the independent witness `verify` compares a conversion against.
+modeling.py is the same code. One attention + feed-forward block (`block`) takes its variables'
+scopes as `BlockNames`, so ALBERT's shared blocks, named otherwise, run the same maths. Like the
+references, it shares no code with the families' tables: it is part of the independent witness
+`verify` compares a conversion against.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,9 +72,14 @@ def dense(w: Weights, x: np.ndarray, prefix: str) -> np.ndarray:
 
 def layer_norm(w: Weights, x: np.ndarray, prefix: str, eps: float) -> np.ndarray:
     """tf.contrib.layers.layer_norm over the last axis, scope `<prefix>/LayerNorm`."""
+    return layer_norm_at(w, x, f"{prefix}/LayerNorm", eps)
+
+
+def layer_norm_at(w: Weights, x: np.ndarray, scope: str, eps: float) -> np.ndarray:
+    """tf.contrib.layers.layer_norm over the last axis, its own scope given (`<scope>/gamma`)."""
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    gamma, beta = w(f"{prefix}/LayerNorm/gamma"), w(f"{prefix}/LayerNorm/beta")
+    gamma, beta = w(f"{scope}/gamma"), w(f"{scope}/beta")
     return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
 
@@ -91,6 +100,68 @@ def embeddings(
     return layer_norm(w, x, scope, eps), words
 
 
+@dataclass(frozen=True)
+class BlockNames:
+    """The TF scopes of one attention + feed-forward block's dense layers and LayerNorms (the
+    LayerNorm scopes are whole: `<scope>/gamma`)."""
+
+    query: str
+    key: str
+    value: str
+    attention_output: str
+    attention_norm: str
+    intermediate: str
+    output: str
+    output_norm: str
+
+    @classmethod
+    def bert(cls, prefix: str) -> BlockNames:
+        """modeling.transformer_model's `<prefix>` = `<scope>/encoder/layer_N`."""
+        return cls(
+            query=f"{prefix}/attention/self/query",
+            key=f"{prefix}/attention/self/key",
+            value=f"{prefix}/attention/self/value",
+            attention_output=f"{prefix}/attention/output/dense",
+            attention_norm=f"{prefix}/attention/output/LayerNorm",
+            intermediate=f"{prefix}/intermediate/dense",
+            output=f"{prefix}/output/dense",
+            output_norm=f"{prefix}/output/LayerNorm",
+        )
+
+
+def attention_bias(attention_mask: np.ndarray) -> np.ndarray:
+    """modeling.py's additive mask, [batch, 1, 1, seq]: -10000 where attention_mask is 0."""
+    return (1.0 - attention_mask[:, None, None, :].astype(np.float64)) * -10000.0
+
+
+def block(
+    w: Weights,
+    x: np.ndarray,
+    bias: np.ndarray,
+    names: BlockNames,
+    *,
+    num_heads: int,
+    act: Callable[[np.ndarray], np.ndarray],
+    eps: float,
+) -> np.ndarray:
+    """One post-LayerNorm transformer block (self-attention, then the feed-forward), on
+    [batch, seq, hidden] with `bias` from attention_bias."""
+    batch, seq, hidden = x.shape
+    size = hidden // num_heads
+
+    def split(t: np.ndarray) -> np.ndarray:
+        return t.reshape(batch, seq, num_heads, size).transpose(0, 2, 1, 3)
+
+    q, k, v = (split(dense(w, x, n)) for n in (names.query, names.key, names.value))
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(size) + bias
+    scores = np.exp(scores - scores.max(-1, keepdims=True))
+    probs = scores / scores.sum(-1, keepdims=True)
+    ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
+    x = layer_norm_at(w, dense(w, ctx, names.attention_output) + x, names.attention_norm, eps)
+    inter = act(dense(w, x, names.intermediate))
+    return layer_norm_at(w, dense(w, inter, names.output) + x, names.output_norm, eps)
+
+
 def encoder(
     w: Weights,
     scope: str,
@@ -104,27 +175,11 @@ def encoder(
 ) -> list[np.ndarray]:
     """modeling.transformer_model over `<scope>/layer_0 .. layer_{num_layers-1}`: each layer's
     output [batch, seq, hidden]. A checkpoint does not store the head count: the caller says it."""
-    batch, seq, hidden = x.shape
-    size = hidden // num_heads
-    # modeling.py's additive mask: -10000 where attention_mask is 0.
-    bias = (1.0 - attention_mask[:, None, None, :].astype(np.float64)) * -10000.0
-
-    def split(t: np.ndarray) -> np.ndarray:
-        return t.reshape(batch, seq, num_heads, size).transpose(0, 2, 1, 3)
-
+    bias = attention_bias(attention_mask)
     states = []
     for i in range(num_layers):
-        p = f"{scope}/layer_{i}"
-        q, k, v = (split(dense(w, x, f"{p}/attention/self/{n}")) for n in ("query", "key", "value"))
-        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(size) + bias
-        scores = np.exp(scores - scores.max(-1, keepdims=True))
-        probs = scores / scores.sum(-1, keepdims=True)
-        ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
-        x = layer_norm(
-            w, dense(w, ctx, f"{p}/attention/output/dense") + x, f"{p}/attention/output", eps
-        )
-        inter = act(dense(w, x, f"{p}/intermediate/dense"))
-        x = layer_norm(w, dense(w, inter, f"{p}/output/dense") + x, f"{p}/output", eps)
+        x = block(w, x, bias, BlockNames.bert(f"{scope}/layer_{i}"), num_heads=num_heads,
+                  act=act, eps=eps)  # fmt: skip
         states.append(x)
     return states
 
@@ -149,15 +204,18 @@ def embedding_shapes(
     layer_norm_shapes(shapes, scope, width)
 
 
+def block_shapes(shapes: Shapes, names: BlockNames, *, hidden: int, intermediate: int) -> None:
+    for scope in (names.query, names.key, names.value, names.attention_output):
+        dense_shapes(shapes, scope, hidden, hidden)
+    shapes[f"{names.attention_norm}/gamma"] = shapes[f"{names.attention_norm}/beta"] = (hidden,)
+    dense_shapes(shapes, names.intermediate, hidden, intermediate)
+    dense_shapes(shapes, names.output, intermediate, hidden)
+    shapes[f"{names.output_norm}/gamma"] = shapes[f"{names.output_norm}/beta"] = (hidden,)
+
+
 def encoder_shapes(
     shapes: Shapes, scope: str, *, num_layers: int, hidden: int, intermediate: int
 ) -> None:
     for i in range(num_layers):
-        p = f"{scope}/layer_{i}"
-        for part in ("query", "key", "value"):
-            dense_shapes(shapes, f"{p}/attention/self/{part}", hidden, hidden)
-        dense_shapes(shapes, f"{p}/attention/output/dense", hidden, hidden)
-        layer_norm_shapes(shapes, f"{p}/attention/output", hidden)
-        dense_shapes(shapes, f"{p}/intermediate/dense", hidden, intermediate)
-        dense_shapes(shapes, f"{p}/output/dense", intermediate, hidden)
-        layer_norm_shapes(shapes, f"{p}/output", hidden)
+        names = BlockNames.bert(f"{scope}/layer_{i}")
+        block_shapes(shapes, names, hidden=hidden, intermediate=intermediate)
