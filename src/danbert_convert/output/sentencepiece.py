@@ -16,19 +16,24 @@ preprocessing never did (XLNet's did).
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from danbert_convert._fs import write_bytes, write_json
 from danbert_convert.errors import InputError
+from danbert_convert.spm_model import (
+    BYTE,
+    CONTROL,
+    UNKNOWN,
+    UNUSED,
+    SpmModel,
+    read_spm_model,
+)
 
 SPM_FILE = "spiece.model"
-MAX_MODEL_BYTES = 64 << 20  # ALBERT's is 0.7 MB; a 250k-piece multilingual model is ~5 MB
 SPECIALS = {
     "unk_token": "<unk>", "sep_token": "[SEP]", "pad_token": "<pad>", "cls_token": "[CLS]",
     "mask_token": "[MASK]", "bos_token": "[CLS]", "eos_token": "[SEP]",
@@ -36,132 +41,6 @@ SPECIALS = {
 # ALBERT's encode_pieces never emits a piece ending in a digit and a comma; this score keeps
 # tokenizers' Viterbi from choosing one (transformers' AlbertConverter does the same).
 DIGIT_COMMA_PENALTY = 100.0
-# SentencePiece piece types (sentencepiece_model.proto).
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
-MODEL_TYPES = {1: "unigram", 2: "BPE", 3: "word", 4: "char"}
-
-
-@dataclass(frozen=True)
-class SpmModel:
-    """What a SentencePiece model holds that the tokenizer files need."""
-
-    path: Path
-    data: bytes
-    pieces: list[tuple[str, float, int]]  # piece, score, type, by id
-    unk_id: int
-    precompiled_charsmap: bytes
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(buf) or shift > 63:
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return value, i
-
-
-def _fields(buf: bytes) -> Iterable[tuple[int, int | bytes]]:
-    """(field number, value) of a protobuf message: varints as ints, the rest as bytes."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-            yield number, value
-            continue
-        if wire == 2:
-            size, i = _varint(buf, i)
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"wire type {wire}")
-        if i + size > len(buf):
-            raise ValueError("truncated field")
-        yield number, buf[i : i + size]
-        i += size
-
-
-def _spec(buf: bytes, message: int) -> dict[int, int | bytes]:
-    """The last value of each field of ModelProto's sub-message `message` (later ones win)."""
-    out: dict[int, int | bytes] = {}
-    for number, value in _fields(buf):
-        if number == message and isinstance(value, bytes):
-            out.update(_fields(value))
-    return out
-
-
-def read_spm_model(path: Path) -> SpmModel:
-    """Read and check a SentencePiece model (untrusted): InputError naming the file if it is
-    not a unigram model that SentencePiece itself loads."""
-    import sentencepiece as spm
-
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            # The size is checked before reading, and no more is read (the file may grow).
-            size = os.fstat(f.fileno()).st_size
-            data = b"" if size > MAX_MODEL_BYTES else f.read(MAX_MODEL_BYTES + 1)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the SentencePiece model ({e.strerror})") from None
-    if max(size, len(data)) > MAX_MODEL_BYTES:
-        raise InputError(
-            f"{path}: more than the {MAX_MODEL_BYTES} bytes a SentencePiece model may have here"
-        )
-    sp = spm.SentencePieceProcessor()
-    try:
-        sp.LoadFromSerializedProto(data)
-    except Exception as e:  # sentencepiece raises RuntimeError or OSError, with its status
-        msg = " ".join(str(e).split()) or type(e).__name__
-        raise InputError(f"{path}: not a SentencePiece model ({msg})") from None
-    # SentencePiece has parsed and checked it; what it does not expose comes from the proto:
-    # TrainerSpec (field 2) model_type 3, byte_fallback 35; NormalizerSpec (field 3)
-    # precompiled_charsmap 2, add_dummy_prefix 3, remove_extra_whitespaces 4, escape_whitespaces 5.
-    try:
-        trainer, normalizer = _spec(data, 2), _spec(data, 3)
-    except ValueError as e:
-        raise InputError(f"{path}: malformed SentencePiece model ({e})") from None
-    model_type = trainer.get(3, 1)
-    if model_type != 1:
-        name = (
-            MODEL_TYPES.get(model_type, f"type {model_type}")
-            if isinstance(model_type, int)
-            else "?"
-        )
-        raise InputError(
-            f"{path}: a {name} SentencePiece model; only unigram models (ALBERT's) are supported"
-        )
-    unsupported = [
-        what
-        for what, value, default in (
-            ("byte_fallback", trainer.get(35, 0), 0),
-            ("add_dummy_prefix", normalizer.get(3, 1), 1),
-            ("remove_extra_whitespaces", normalizer.get(4, 1), 1),
-            ("escape_whitespaces", normalizer.get(5, 1), 1),
-        )
-        if bool(value) != bool(default)
-    ]
-    if unsupported:
-        raise InputError(
-            f"{path}: SentencePiece settings not supported: {', '.join(unsupported)} "
-            "differ from the defaults ALBERT's model has"
-        )
-    charsmap = normalizer.get(2, b"")
-    pieces = []
-    for i in range(sp.get_piece_size()):
-        kind = (
-            UNKNOWN if sp.is_unknown(i) else CONTROL if sp.is_control(i)
-            else UNUSED if sp.is_unused(i) else BYTE if sp.is_byte(i) else NORMAL
-        )  # fmt: skip
-        pieces.append((sp.id_to_piece(i), sp.get_score(i), kind))
-    return SpmModel(
-        path, data, pieces, sp.unk_id(), charsmap if isinstance(charsmap, bytes) else b""
-    )
 
 
 def _is_digit_comma(piece: str) -> bool:

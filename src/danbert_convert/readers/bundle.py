@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from danbert_convert._proto import as_bytes, as_int, int64, proto_fields, read_varint
 from danbert_convert.errors import InputError
 from danbert_convert.readers.base import VariableInfo
 
@@ -113,75 +114,6 @@ def warn_if_slow_crc() -> None:
         )
 
 
-# --- protobuf wire format: just enough for BundleHeaderProto and BundleEntryProto ---------
-
-
-def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """Decode a base-128 varint at `pos`; returns (value, next position). Raises ValueError."""
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-
-
-def _int64(v: int) -> int:
-    """Reinterpret a decoded varint as a two's-complement int64 (negative ints use 10 bytes)."""
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
-def proto_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """Yield (field number, wire type, value) of a serialized message; value is an int for
-    varint and fixed wire types, bytes for length-delimited ones. Raises ValueError."""
-    pos = 0
-    while pos < len(buf):
-        tag, pos = read_varint(buf, pos)
-        field, wire = tag >> 3, tag & 7
-        value: int | bytes
-        if wire == 0:
-            value, pos = read_varint(buf, pos)
-        elif wire == 1:
-            if pos + 8 > len(buf):
-                raise ValueError("truncated fixed64")
-            (value,) = struct.unpack_from("<Q", buf, pos)
-            pos += 8
-        elif wire == 2:
-            n, pos = read_varint(buf, pos)
-            if pos + n > len(buf):
-                raise ValueError("truncated length-delimited field")
-            value = bytes(buf[pos : pos + n])
-            pos += n
-        elif wire == 5:
-            if pos + 4 > len(buf):
-                raise ValueError("truncated fixed32")
-            (value,) = struct.unpack_from("<I", buf, pos)
-            pos += 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        if field == 0:
-            raise ValueError("field number 0")
-        yield field, wire, value
-
-
-def _as_int(value: int | bytes) -> int:
-    if isinstance(value, bytes):
-        raise ValueError("expected a scalar field, found a length-delimited one")
-    return value
-
-
-def _as_bytes(value: int | bytes) -> bytes:
-    if not isinstance(value, bytes):
-        raise ValueError("expected a length-delimited field, found a scalar")
-    return value
-
-
 @dataclass(frozen=True)
 class BundleHeader:
     num_shards: int
@@ -197,22 +129,22 @@ def parse_header(buf: bytes) -> BundleHeader:
     bad: list[int] = []
     for field, _, value in proto_fields(buf):
         if field == 1:
-            num_shards = _int64(_as_int(value))
+            num_shards = int64(as_int(value))
         elif field == 2:
-            endianness = _as_int(value)
+            endianness = as_int(value)
         elif field == 3:
-            for f, wire, v in proto_fields(_as_bytes(value)):
+            for f, wire, v in proto_fields(as_bytes(value)):
                 if f == 1:
-                    producer = _int64(_as_int(v))
+                    producer = int64(as_int(v))
                 elif f == 2:
-                    min_consumer = _int64(_as_int(v))
+                    min_consumer = int64(as_int(v))
                 elif f == 3 and wire == 2:  # packed repeated
-                    packed, pos = _as_bytes(v), 0
+                    packed, pos = as_bytes(v), 0
                     while pos < len(packed):
                         x, pos = read_varint(packed, pos)
-                        bad.append(_int64(x))
+                        bad.append(int64(x))
                 elif f == 3:
-                    bad.append(_int64(_as_int(v)))
+                    bad.append(int64(as_int(v)))
     if endianness not in (0, 1):
         raise ValueError(f"unknown endianness {endianness}")
     return BundleHeader(num_shards, endianness == 1, producer, min_consumer, tuple(bad))
@@ -236,26 +168,26 @@ def parse_entry(buf: bytes) -> BundleEntry:
     shape: list[int] = []
     for field, _, value in proto_fields(buf):
         if field == 1:
-            dtype = _as_int(value)
+            dtype = as_int(value)
         elif field == 2:
             # TensorShapeProto {2: repeated Dim {1: size, 2: name}, 3: unknown_rank}
-            for f, _, dim in proto_fields(_as_bytes(value)):
+            for f, _, dim in proto_fields(as_bytes(value)):
                 if f == 2:
                     size_ = 0
-                    for g, _, v in proto_fields(_as_bytes(dim)):
+                    for g, _, v in proto_fields(as_bytes(dim)):
                         if g == 1:
-                            size_ = _int64(_as_int(v))
+                            size_ = int64(as_int(v))
                     shape.append(size_)
-                elif f == 3 and _as_int(dim):
+                elif f == 3 and as_int(dim):
                     raise ValueError("shape of unknown rank")
         elif field == 3:
-            shard_id = _int64(_as_int(value))
+            shard_id = int64(as_int(value))
         elif field == 4:
-            offset = _int64(_as_int(value))
+            offset = int64(as_int(value))
         elif field == 5:
-            size = _int64(_as_int(value))
+            size = int64(as_int(value))
         elif field == 6:
-            crc = _as_int(value)
+            crc = as_int(value)
         elif field == 7:
             slices += 1
     if any(d < 0 for d in shape):
