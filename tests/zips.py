@@ -1,7 +1,9 @@
-"""Zip builders for the fetch and unpack tests."""
+"""Zip and tar builders for the fetch and unpack tests."""
 
 from __future__ import annotations
 
+import io
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -33,3 +35,29 @@ def make_zip(
         for name, data in entries:
             z.writestr(name, data)
     return zip_path
+
+
+def tar_folder(folder: Path, tar_path: Path, top: str | None = None, mode: str = "w:gz") -> Path:
+    """Tar `folder`'s files, recursively, under `top/` (as ALBERT's tarballs are laid out)."""
+    with tarfile.open(tar_path, mode) as t:
+        t.add(folder, arcname=top or ".", recursive=True)
+    return tar_path
+
+
+def member(name: str, data: bytes = b"", **attrs: object) -> tuple[tarfile.TarInfo, bytes]:
+    """A tar member named literally (unsafe names included), with TarInfo `attrs` (type=...)."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for k, v in attrs.items():
+        setattr(info, k, v)
+    return info, data
+
+
+def make_tar(
+    tar_path: Path, members: list[tuple[tarfile.TarInfo, bytes]], mode: str = "w:gz"
+) -> Path:
+    """A tar holding exactly `members`, written by tarfile (links, devices and all)."""
+    with tarfile.open(tar_path, mode, format=tarfile.PAX_FORMAT) as t:
+        for info, data in members:
+            t.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return tar_path

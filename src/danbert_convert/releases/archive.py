@@ -31,7 +31,7 @@ from typing import BinaryIO, Literal, cast
 from tqdm import tqdm
 
 from danbert_convert._fs import atomic_dir
-from danbert_convert.errors import InputError, OutputExistsError
+from danbert_convert.errors import InputError, OutputExistsError, one_line
 
 CONFIG_NAME = "bert_config.json"
 ALBERT_CONFIG_NAME = "albert_config.json"
@@ -104,6 +104,36 @@ def archive_format(path: Path) -> ArchiveFormat:
     if head[:2] == _GZIP_MAGIC or head[257:262] == b"ustar":
         return "tar"
     return "tar" if path.name.lower().endswith(_TAR_SUFFIXES) else "zip"
+
+
+def looks_like_archive(head: bytes) -> bool:
+    """Whether a file's first bytes are a zip's, a gzip's or (given 262 of them) a tar's."""
+    return head[:4] in _ZIP_MAGIC or head[:2] == _GZIP_MAGIC or head[257:262] == b"ustar"
+
+
+def why_not_whole(path: Path, cap: int = MAX_TOTAL + TAR_SLACK) -> str | None:
+    """Why a downloaded archive is cut short, or None: a zip's central directory must read,
+    a gzip must decompress to its end and trailer (at most `cap` bytes are decompressed;
+    beyond, unpacking refuses it). A plain tar's end is checked when it is unpacked."""
+    with open(path, "rb") as f:
+        head = f.read(tarfile.BLOCKSIZE)
+    if head[:2] == _GZIP_MAGIC:
+        try:
+            with gzip.open(path, "rb") as gz:
+                n = 0
+                while n <= cap and (chunk := gz.read(_CHUNK)):
+                    n += len(chunk)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            return f"not a whole gzip ({one_line(e)})"
+        return None
+    if head[257:262] == b"ustar":
+        return None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as e:
+        return f"not a whole zip ({one_line(e)})"
+    return None
 
 
 def archive_stem(name: str) -> str:
