@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -61,3 +62,23 @@ def make_tar(
         for info, data in members:
             t.addfile(info, io.BytesIO(data) if info.isreg() else None)
     return tar_path
+
+
+def albert_like_folder(release: Path, d: Path) -> Path:
+    """ALBERT's tarball layout around the TF-written checkpoint of BERT-layout `release`:
+    `d` holding model.ckpt-best.*, albert_config.json and 30k-clean.{model,vocab}, and the
+    TF-Hub module's copy of the weights (saved_model.pb, variables/variables.*, assets/)."""
+    (d / "variables").mkdir(parents=True)
+    (d / "assets").mkdir()
+    for f in release.glob("bert_model.ckpt.*"):
+        suffix = f.name.removeprefix("bert_model.ckpt")
+        shutil.copy(f, d / f"model.ckpt-best{suffix}")
+        if suffix != ".meta":
+            shutil.copy(f, d / "variables" / f"variables{suffix}")
+    for folder in (d, d / "assets"):
+        shutil.copy(release / "bert_config.json", folder / "albert_config.json")
+        # A stand-in: only its name matters here (the ALBERT tests train a real one).
+        (folder / "30k-clean.model").write_bytes(b"\x0a\x09\x0a\x05<pad>")
+    (d / "30k-clean.vocab").write_text("<pad>\t0\n", encoding="utf-8")
+    (d / "saved_model.pb").write_bytes(b"\x08\x01")
+    return d

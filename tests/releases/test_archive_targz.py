@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from zips import make_tar, make_zip, member, tar_folder, zip_folder
+from zips import albert_like_folder, make_tar, make_zip, member, tar_folder, zip_folder
 
 from danbert_convert.errors import InputError
 from danbert_convert.releases.archive import (
@@ -37,24 +37,7 @@ def _nothing_left(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def albert_like(full_release: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ALBERT's tarball layout around a TF-written checkpoint: albert_base/ holding
-    model.ckpt-best.*, albert_config.json and 30k-clean.{model,vocab}, and the TF-Hub
-    module's copy of the weights (saved_model.pb, variables/variables.*, assets/)."""
-    d = tmp_path_factory.mktemp("albert") / "albert_base"
-    (d / "variables").mkdir(parents=True)
-    (d / "assets").mkdir()
-    for f in full_release.glob("bert_model.ckpt.*"):
-        suffix = f.name.removeprefix("bert_model.ckpt")
-        shutil.copy(f, d / f"model.ckpt-best{suffix}")
-        if suffix != ".meta":
-            shutil.copy(f, d / "variables" / f"variables{suffix}")
-    for folder in (d, d / "assets"):
-        shutil.copy(full_release / "bert_config.json", folder / "albert_config.json")
-        # A stand-in: only its name matters here (the ALBERT tests train a real one).
-        (folder / "30k-clean.model").write_bytes(b"\x0a\x09\x0a\x05<pad>")
-    (d / "30k-clean.vocab").write_text("<pad>\t0\n", encoding="utf-8")
-    (d / "saved_model.pb").write_bytes(b"\x08\x01")
-    return d
+    return albert_like_folder(full_release, tmp_path_factory.mktemp("albert") / "albert_base")
 
 
 @pytest.mark.parametrize("suffix", [".tar.gz", ".tgz", ".tar"])
