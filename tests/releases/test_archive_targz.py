@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from zips import albert_like_folder, make_tar, make_zip, member, tar_folder, zip_folder
 
-from danbert_convert.errors import InputError
+from danbert_convert.errors import InputError, OutputExistsError
 from danbert_convert.releases.archive import (
     TAR_HEADER_MAX,
     TAR_SLACK,
@@ -338,3 +338,29 @@ def make_tar_bytes(buf: io.BytesIO, members: list[tuple[tarfile.TarInfo, bytes]]
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for info, data in members:
             tf.addfile(info, io.BytesIO(data))
+
+
+def test_another_release_with_the_same_top_folder_is_not_reused(
+    albert_like: Path, tmp_path: Path
+) -> None:
+    """ALBERT's v1 and v2 tarballs both hold albert_base/: unpacking v2 where v1 was must not
+    hand back v1's checkpoint. Same names and sizes; the archive's file times tell them apart."""
+    v1 = tar_folder(albert_like, tmp_path / "albert_base_v1.tar.gz", "albert_base")
+    with tarfile.open(v1) as tf:
+        members = [(m, (tf.extractfile(m) or io.BytesIO()).read()) for m in tf.getmembers()]
+    for m, _ in members:
+        m.mtime += 86_400
+        m.pax_headers.pop("mtime", None)  # would override the header's on writing
+    v2 = make_tar(tmp_path / "albert_base_v2.tar.gz", members)
+    dest = tmp_path / "dest"
+    assert unpack(v1, dest).unpacked
+    assert not unpack(v1, dest).unpacked  # the same archive again: reused
+    with pytest.raises(OutputExistsError) as e:
+        unpack(v2, dest)
+    assert str(e.value).startswith(f"{dest / 'albert_base'} holds another release or a changed")
+    assert str(e.value).endswith("; use --force to replace it, or another --dest")
+    r = unpack(v2, dest, force=True)
+    assert r.unpacked and not unpack(v2, dest).unpacked
+    top = dest / "albert_base"
+    st = (top / "model.ckpt-best.index").stat()
+    assert int(st.st_mtime) == int(next(m.mtime for m, _ in members if m.name.endswith(".index")))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
 import re
 import stat
 import tarfile
@@ -419,10 +420,14 @@ def _install(
     force: bool,
     progress: bool | None,
     write: Callable[[Path, tqdm], None],
+    same: Callable[[Path], None] | None = None,
 ) -> UnpackResult:
     """Reuse an earlier unpack at `target`, or `write` the archive's files into a temporary
-    sibling of `target` that then replaces it."""
+    sibling of `target` that then replaces it. `same(target)` raises OutputExistsError when
+    the earlier unpack is not this archive's."""
     if not force and (target / found.marker).is_file():
+        if same is not None:
+            same(target)
         return found.under(target)
     try:
         with (
@@ -442,6 +447,8 @@ def _install(
         # Another unpack of a release finished first (`--from` takes no lock): use it.
         if force or not (target / found.marker).is_file():
             raise
+        if same is not None:
+            same(target)
         return found.under(target)
     return found.under(target, unpacked=True, nbytes=total)
 
@@ -613,6 +620,7 @@ def _unpack_tar(
     cap = max_total + TAR_SLACK
     # First pass: check and list every member; nothing is written.
     listing: list[tuple[str, int, bytes, PurePosixPath | None]] = []
+    mtimes: list[int] = []
     total = 0
     seen: set[PurePosixPath] = set()
     with _tar_members(archive, cap, max_members) as reader:
@@ -630,6 +638,7 @@ def _unpack_tar(
             if rel is not None:
                 seen.add(rel)
             listing.append((m.name, m.size, m.type, rel))
+            mtimes.append(int(m.mtime))
     kept = [(rel, t == tarfile.DIRTYPE) for _, _, t, rel in listing if rel is not None]
     if not kept:
         raise InputError(f"{archive}: the archive holds no files")
@@ -638,6 +647,11 @@ def _unpack_tar(
     strip = 1 if top is not None else 0
     files = [PurePosixPath(*rel.parts[strip:]) for rel, is_dir in kept if not is_dir]
     found = pick_checkpoint_dir(archive, files, subfolder, target.name)
+    files_meta = [
+        (name, size, mtime, PurePosixPath(*rel.parts[strip:]))
+        for (name, size, kind, rel), mtime in zip(listing, mtimes, strict=True)
+        if rel is not None and kind != tarfile.DIRTYPE
+    ]
 
     def write(tmp: Path, bar: tqdm) -> None:
         # Second pass: the same members again (the file may have changed), written out.
@@ -654,10 +668,26 @@ def _unpack_tar(
                 out = _make_parent(archive, m.name, tmp, root, rel, m.isdir())
                 if not m.isdir():
                     _extract_member(archive, reader.tf, m, out, bar)
+                    # Kept for `same` below; an absurd time only stops reuse later.
+                    with contextlib.suppress(OverflowError, OSError, ValueError):
+                        os.utime(out, (m.mtime, m.mtime))
             if next(planned, None) is not None:
                 raise InputError(f"{archive}: changed while it was being unpacked")
 
-    return _install(archive, target, found, total, force, progress, write)
+    def same(folder: Path) -> None:
+        # ALBERT's v1 and v2 tarballs both unpack to albert_base/ (and so on): an earlier
+        # unpack is this archive's only if its files have this archive's sizes and times.
+        for name, size, mtime, rel in files_meta:
+            p = folder / rel
+            st = p.stat() if p.is_file() else None
+            # (FAT keeps times to 2 s)
+            if st is None or st.st_size != size or abs(int(st.st_mtime) - mtime) > 2:
+                raise OutputExistsError(
+                    f"{folder} holds another release or a changed copy ({p.name} is not "
+                    f"{archive.name}'s {name!r}); use --force to replace it, or another --dest"
+                )
+
+    return _install(archive, target, found, total, force, progress, write, same)
 
 
 def _extract_member(
