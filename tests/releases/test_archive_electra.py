@@ -101,8 +101,8 @@ def test_a_zip_without_any_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         unpack(z, tmp_path / "dest")
     assert str(e.value) == (
-        f"{z}: no bert_config.json inside, nor a TensorFlow checkpoint (*.index); "
-        "not a BERT or ELECTRA release"
+        f"{z}: no bert_config.json inside, nor albert_config.json or a TensorFlow checkpoint "
+        "(*.index); not a BERT, ALBERT or ELECTRA release"
     )
     assert not (tmp_path / "dest").exists()
 

@@ -228,7 +228,7 @@ def test_part_that_is_not_a_zip_is_discarded(
     url = server.route("/r.zip", Behaviour(body=release_zip))
     fetch(dest=tmp_path, urls=[url], do_unpack=False, **FAST)
     assert ranges(server, "/r.zip") == [None]
-    assert "r.zip.part: not the start of a zip; starting over" in logs.text
+    assert "r.zip.part: not the start of a zip or tar archive; starting over" in logs.text
 
 
 def test_wrong_content_range_starts_over(
@@ -317,9 +317,9 @@ def test_html_page_without_html_content_type(server: Server, tmp_path: Path) -> 
 
 
 def test_other_non_zip_body(server: Server, tmp_path: Path) -> None:
-    url = server.route("/r.zip", Behaviour(body=b"\x1f\x8b\x08 gzip", content_type=""))
+    url = server.route("/r.zip", Behaviour(body=b"BZh91AY&SY bzip2", content_type=""))
     with pytest.raises(
-        DownloadError, match=r"not a zip \(no Content-Type, starts with b'\\x1f\\x8b"
+        DownloadError, match=r"not a zip or tar\.gz \(no Content-Type, starts with b'BZh91AY&'"
     ) as e:
         fetch(dest=tmp_path, urls=[url], **FAST)
     # The server answered with a file: another copy of the link would be the same one.

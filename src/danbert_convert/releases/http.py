@@ -1,4 +1,5 @@
-"""HTTP transfer of a release zip over a hostile network, with resume and bounded retries.
+"""HTTP transfer of a release archive (a zip or a tar.gz; "zip" below stands for both) over
+a hostile network, with resume and bounded retries.
 
 Bytes stream into `NAME.zip.part`, hashed as they arrive. Where the `.part` came from (URL,
 ETag or Last-Modified, size) is recorded in `NAME.zip.part.json` when it begins; a later run
@@ -17,7 +18,6 @@ import re
 import socket
 import ssl
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,8 +30,8 @@ from tqdm import tqdm
 from danbert_convert import __version__
 from danbert_convert._fs import BackgroundHasher, hash_file_into
 from danbert_convert.defaults import RETRIES, TIMEOUT
-from danbert_convert.errors import DownloadError, InputError, one_line
-from danbert_convert.releases.archive import MAX_TOTAL
+from danbert_convert.errors import DownloadError, InputError
+from danbert_convert.releases.archive import MAX_TOTAL, looks_like_archive, why_not_whole
 
 log = logging.getLogger("danbert_convert")
 
@@ -45,7 +45,6 @@ FailureKind = Literal["dns", "tls", "certificate"]
 ProgressHook = Callable[[int, "int | None"], None]
 """Called after every chunk with (bytes on disk, total or None)."""
 
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 MAX_RECORD = 64 << 10
 """Bytes read at most from the small records kept beside the zip (.part.json, .sha256, ...)."""
 _CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
@@ -205,10 +204,10 @@ class _Part:
         start = hashlib.sha256()
         if path.is_file() and path.stat().st_size > 0:
             with open(path, "rb") as f:
-                head = f.read(4)
+                head = f.read(512)
             origin = _Origin.load(self.meta_path)
-            if head not in _ZIP_MAGIC:
-                log.warning(f"{path}: not the start of a zip; starting over")
+            if not looks_like_archive(head):
+                log.warning(f"{path}: not the start of a zip or tar archive; starting over")
             elif origin is None:
                 # Without a record, nothing says these bytes are the file we are asking for.
                 log.warning(
@@ -380,7 +379,8 @@ def _accept(
 
 
 def _check_is_zip(resp: requests.Response, first: bytes, at_start: bool) -> None:
-    """Refuse an HTML page (Dropbox's answer for dead or throttled links) or any non-zip."""
+    """Refuse an HTML page (Dropbox's answer for dead or throttled links) or anything but a
+    zip or tar(.gz) (a plain tar only when the first chunk holds its 262-byte signature)."""
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if ctype == "text/html" or (at_start and first.lstrip()[:1] == b"<"):
         raise _SourceFailed(
@@ -388,8 +388,10 @@ def _check_is_zip(resp: requests.Response, first: bytes, at_start: bool) -> None
             "the link is dead or rate-limited",
             elsewhere=True,
         )
-    if at_start and first[:4] not in _ZIP_MAGIC:
-        raise _SourceFailed(f"not a zip ({ctype or 'no Content-Type'}, starts with {first[:8]!r})")
+    if at_start and not looks_like_archive(first):
+        raise _SourceFailed(
+            f"not a zip or tar.gz ({ctype or 'no Content-Type'}, starts with {first[:8]!r})"
+        )
 
 
 def _read(read: Callable[[int], bytes]) -> bytes:
@@ -533,20 +535,6 @@ def _from_source(
             time.sleep(delay)
 
 
-def _not_a_whole_zip(path: Path) -> str | None:
-    """Why `path` is not a complete zip (its central directory does not read), or None.
-
-    The one check that catches a server whose Content-Length is shorter than the file: HTTP
-    then ends the body early and cleanly, and the cut-off tail holds the central directory.
-    """
-    try:
-        with zipfile.ZipFile(path) as zf:
-            zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as e:
-        return one_line(e)
-    return None
-
-
 def download(
     urls: Sequence[str],
     path: Path,
@@ -599,12 +587,14 @@ def download(
                     continue
                 digest = part.hasher.hexdigest()
                 size = part.offset
-                why = _not_a_whole_zip(part.path)
+                # A Content-Length shorter than the file ends the body early and cleanly:
+                # the cut-off tail holds a zip's central directory, a gzip's trailer.
+                why = why_not_whole(part.path)
                 if why is None and sha256 is not None and digest != sha256:
                     resumed = " (resumed)" if part.resumed_from else ""
                     why = f"SHA-256 mismatch{resumed}: expected {sha256}, got {digest}"
                 elif why is not None:
-                    why = f"the {size} bytes received are not a whole zip ({why})"
+                    why = f"the {size} bytes received are {why}"
                 if why is not None:
                     part.reset()
                     tried.append((url, why))

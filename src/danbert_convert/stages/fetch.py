@@ -1,6 +1,10 @@
 """Fetch a release: look it up in the registry, download its zip (releases/http.py) or take a
 local one, check it, then unpack it (releases/archive.py).
 
+"Zip" here stands for any release archive: a zip, or a tar (.tar.gz, .tgz, .tar) such as
+ALBERT's. Its first bytes, not its name, say which it is; a name that says otherwise is
+logged as a warning and the archive is unpacked as what it is.
+
 A zip whose SHA-256 checks out is `NAME.zip`, and its digest is recorded beside it in
 `NAME.zip.sha256` (sha256sum format). One fetch at a time works on a NAME.zip: the others
 wait on `NAME.zip.lock`, then check and reuse what it left.
@@ -27,7 +31,8 @@ from danbert_convert.errors import DownloadError, InputError
 from danbert_convert.releases.archive import (
     MAX_RATIO,
     MAX_TOTAL,
-    ZipCorruptError,
+    ArchiveCorruptError,
+    archive_format,
     locate,
     unpack,
 )
@@ -77,10 +82,13 @@ class FetchResult:
     """(url, what went wrong) for every source that failed before one worked."""
     vocab: Path | None = None
     """vocab.txt beside the checkpoint folder, else the nearest above it in the release."""
+    spm_model: Path | None = None
+    """Without a vocab.txt: the release's SentencePiece model found the same way (ALBERT's
+    30k-clean.model), else None."""
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
-        for k in ("zip_path", "checkpoint_dir", "vocab"):
+        for k in ("zip_path", "checkpoint_dir", "vocab", "spm_model"):
             d[k] = None if d[k] is None else str(d[k])
         d["tried"] = [{"url": u, "error": e} for u, e in self.tried]
         return d
@@ -94,11 +102,24 @@ def check_sha256(value: str) -> str:
     return v
 
 
+_ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+
+
 def filename_from_url(url: str) -> str:
-    """A zip file name from the URL's last path segment (query strings such as ?dl=1 dropped)."""
+    """An archive's file name from the URL's last path segment (query strings such as ?dl=1
+    dropped); `.zip` is added unless it ends in .zip, .tar.gz, .tgz or .tar."""
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
     name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "download"
-    return name if name.lower().endswith(".zip") else name + ".zip"
+    return name if name.lower().endswith(_ARCHIVE_SUFFIXES) else name + ".zip"
+
+
+def _warn_if_misnamed(path: Path) -> None:
+    """Say when an archive's name and its first bytes disagree (unpack goes by the bytes)."""
+    kind = archive_format(path)
+    low = path.name.lower()
+    named = "zip" if low.endswith(".zip") else "tar" if low.endswith(_ARCHIVE_SUFFIXES) else None
+    if named is not None and named != kind:
+        log.warning(f"{path}: named like a {named}, but its bytes are a {kind}; unpacking it so")
 
 
 def _copy_packaged(resource: str, path: Path, sha256: str | None) -> DownloadResult:
@@ -321,8 +342,8 @@ def fetch(
     - `dest`: the folder for the zip and the unpacked release.
     - `urls`: download from these, tried in order, instead of the registry's sources.
     - `sha256`: the zip's expected SHA-256 (default: the registry's, where known).
-    - `from_path`: a local zip (checked, unpacked into `dest`) or unpacked folder (used where
-      it is) instead of downloading; excludes `urls`.
+    - `from_path`: a local zip or tar(.gz) (checked, unpacked into `dest`) or unpacked
+      folder (used where it is) instead of downloading; excludes `urls`.
     - `force`: download and unpack again even if present (an untrusted zip included).
     - `do_unpack`: False only downloads and verifies the zip.
     - `progress`: False hides the progress bars; None lets tqdm decide (shown on a terminal).
@@ -406,6 +427,7 @@ def fetch(
         log.info(f"sha256 {result.sha256}  {zip_path}")
         if do_unpack:
             try:
+                _warn_if_misnamed(zip_path)
                 u = unpack(
                     zip_path,
                     dest,
@@ -415,17 +437,14 @@ def fetch(
                     max_ratio=max_ratio,
                     subfolder=release.subfolder if release is not None else None,
                 )
-            except ZipCorruptError as e:
+            except ArchiveCorruptError as e:
                 _distrust(zip_path, result.sha256, str(e))
                 raise DownloadError(
                     f"{e}; {zip_path.name} will not be trusted again: "
                     "use --force to download it again"
                 ) from None
-            result.checkpoint_dir, result.unpacked, result.vocab = (
-                u.checkpoint_dir,
-                u.unpacked,
-                u.vocab,
-            )
+            result.checkpoint_dir, result.unpacked = u.checkpoint_dir, u.unpacked
+            result.vocab, result.spm_model = u.vocab, u.spm_model
     return result
 
 
@@ -452,7 +471,16 @@ def _fetch_local(
     if src.is_dir():
         u = locate(src, subfolder)
         return FetchResult(
-            name, str(src), None, None, 0, False, u.checkpoint_dir, False, vocab=u.vocab
+            name,
+            str(src),
+            None,
+            None,
+            0,
+            False,
+            u.checkpoint_dir,
+            False,
+            vocab=u.vocab,
+            spm_model=u.spm_model,
         )
     if not src.is_file():
         raise InputError(f"{src}: no such file or folder")
@@ -460,6 +488,7 @@ def _fetch_local(
     if expected is not None and digest != expected:
         raise DownloadError(f"{src}: SHA-256 mismatch: expected {expected}, got {digest}")
     log.info(f"sha256 {digest}  {src}")
+    _warn_if_misnamed(src)
     with _new_dirs(dest):
         u = unpack(
             src,
@@ -480,4 +509,5 @@ def _fetch_local(
         u.checkpoint_dir,
         u.unpacked,
         vocab=u.vocab,
+        spm_model=u.spm_model,
     )
