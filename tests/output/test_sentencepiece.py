@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spm import ALBERT_SPECIALS, ALBERT_USER_DEFINED, albert_reference_ids, train_spm
 
+from danbert_convert import spm_model as spm_reader
 from danbert_convert.errors import InputError
-from danbert_convert.output import sentencepiece as sp_out
 from danbert_convert.output.sentencepiece import spm_mismatches, write_spm_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,9 +158,9 @@ def test_bpe_model_is_refused_by_name(tmp_path: Path) -> None:
 def test_oversized_model_is_refused_before_reading(
     spm_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sp_out, "MAX_MODEL_BYTES", 1000)
+    monkeypatch.setattr(spm_reader, "MAX_MODEL_BYTES", 1000)
     with pytest.raises(InputError, match="more than the 1000"):
-        sp_out.read_spm_model(spm_model)
+        spm_reader.read_spm_model(spm_model)
 
 
 TEXT = st.text(
