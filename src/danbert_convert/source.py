@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from danbert_convert.errors import InputError, one_line
+from danbert_convert.errors import InputError
 
 if TYPE_CHECKING:
     from danbert_convert._fs import StrPath
@@ -224,28 +224,6 @@ def _nonfinite(obj: object) -> tuple[str, float] | None:
         elif isinstance(value, list):
             stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
     return None
-
-
-def read_spm_pieces(path: Path, vocab_size: int) -> list[str]:
-    """A SentencePiece model's pieces, id by id; more than vocab_size, or an unreadable
-    model: InputError naming the file."""
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    if size > 64 << 20:  # 30k-clean.model is 0.7 MB; a protobuf is parsed whole in memory
-        raise InputError(f"{path}: {size} bytes; not a SentencePiece model of a BERT-sized vocab")
-    import sentencepiece as spm
-
-    try:
-        sp = spm.SentencePieceProcessor(model_file=str(path))
-    except (RuntimeError, OSError) as e:
-        raise InputError(f"{path}: not a SentencePiece model ({one_line(e)})") from None
-    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
-    if len(pieces) > vocab_size:
-        raise InputError(f"{path}: {len(pieces)} pieces, more than vocab_size {vocab_size} in "
-                         "the config")  # fmt: skip
-    return pieces
 
 
 def read_vocab(path: Path, vocab_size: int) -> list[str]:

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from danbert_convert.errors import InputError, with_article
-from danbert_convert.families import albert, bert, bert_reference, electra, electra_reference
+from danbert_convert.families import (
+    albert,
+    albert_reference,
+    bert,
+    bert_reference,
+    electra,
+    electra_reference,
+)
 from danbert_convert.families.table import Architecture, Family, Head
 from danbert_convert.readers.base import VariableInfo, open_checkpoint
 from danbert_convert.source import (
@@ -29,10 +36,10 @@ from danbert_convert.source import (
     SourceFiles,
     locate,
     read_json,
-    read_spm_pieces,
     read_vocab,
     tokenizer_kind,
 )
+from danbert_convert.spm_model import read_spm_model
 
 if TYPE_CHECKING:
     from danbert_convert._fs import StrPath
@@ -133,10 +140,23 @@ class Reference:
     shapes: Callable[[dict, str, Collection[str], Callable[[str], bool]], dict]
 
 
+def _albert_outputs(get: Callable[[str], np.ndarray], config: dict, part: str,
+                    batch: dict[str, np.ndarray], *, names: Collection[str],
+                    has: Callable[[str], bool], hidden_act: str) -> dict[str, Any]:  # fmt: skip
+    o = albert_reference.forward(get, {**config, "hidden_act": hidden_act}, batch["input_ids"],
+                                 batch["token_type_ids"], batch["attention_mask"], names=names,
+                                 has=has)  # fmt: skip
+    return {"sequence": o.sequence, "pooled": o.pooled, "mlm": o.logits.get("mlm"),
+            "sop": o.logits.get("sop"), "layers": o.hidden_states}  # fmt: skip
+
+
 REFERENCES = {
     "bert": Reference(_bert_outputs,
                       lambda config, part, names, has: bert_reference.variable_shapes(config, has)),
     "electra": Reference(_electra_outputs, electra_reference.variable_shapes),
+    "albert": Reference(_albert_outputs,
+                        lambda config, part, names, has: albert_reference.variable_shapes(
+                            config, names, has)),
 }  # fmt: skip
 
 
@@ -177,8 +197,14 @@ def load_source(
     parsed = None if files.config_path is None else read_json(files.config_path)
     config_name = str(files.config_path or files.folder / (fam.config_file or "config"))
     config, origin = fam.read_config(parsed, config_name, variables, part, index)
-    read = read_spm_pieces if tokenizer_kind(files.vocab_path) == "sentencepiece" else read_vocab
-    vocab = read(files.vocab_path, config["vocab_size"])
+    if tokenizer_kind(files.vocab_path) == "sentencepiece":
+        pieces = [p for p, _, _ in read_spm_model(files.vocab_path).pieces]
+        if len(pieces) > config["vocab_size"]:
+            raise InputError(f"{files.vocab_path}: {len(pieces)} pieces, more than vocab_size "
+                             f"{config['vocab_size']} in the config")  # fmt: skip
+        vocab = pieces
+    else:
+        vocab = read_vocab(files.vocab_path, config["vocab_size"])
     return Source(
         files.checkpoint, files.config_path, files.vocab_path, config, vocab, files.state_path,
         fam.name, part, origin,

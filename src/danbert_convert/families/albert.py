@@ -11,6 +11,7 @@ module copies inside the release tarballs carry a `module/` prefix and map the s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 
 from danbert_convert.errors import InputError
@@ -78,30 +79,28 @@ def _rules(prefix: str) -> tuple[Rule, ...]:
              COPY, (2, H), "sop"),
         Rule(f"{p}cls/seq_relationship/output_bias", "sop_classifier.classifier.bias", COPY,
              (2,), "sop"),
-        # run_classifier.py's fine-tuning head, at the root as in BERT.
-        Rule(f"{p}output_weights", "classifier.weight", COPY, ("num_labels", H), "classifier"),
-        Rule(f"{p}output_bias", "classifier.bias", COPY, ("num_labels",), "classifier"),
     )  # fmt: skip
 
 
 HEADS: tuple[Head, ...] = (
     Head("mlm", "masked-LM", ("predictions",), "sequence"),
     Head("sop", "sentence-order", ("sop_classifier",), "pooled"),
-    Head("classifier", "classifier", ("classifier",), "pooled"),
 )
 ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("AlbertForPreTraining", frozenset({"mlm", "sop"}), pooler=True,
                  task="fill-mask"),
     Architecture("AlbertForMaskedLM", frozenset({"mlm"}), pooler=False, task="fill-mask"),
-    Architecture("AlbertForSequenceClassification", frozenset({"classifier"}), pooler=True,
-                 task="text-classification"),
     Architecture("AlbertModel", frozenset(), pooler=True, prefixed=False),
 )  # fmt: skip
 CLASS_FOR_HEADS = {"mlm": "AlbertForMaskedLM", "none": "AlbertModel"}
+# A checkpoint saved from a graph that loaded the TF-Hub module holds the module's copy of
+# every weight under `module/`, beside its own (or alone): the plain names win when present.
+_COPY = ((re.compile(r"^module/"), "the TF-Hub module's copy of the same weights"),)
 TABLES = {
     prefix: Table("ALBERT", _rules(prefix), HEADS, ARCHITECTURES, CLASS_FOR_HEADS,
                   prefix="albert.", heads_where="cls/* heads",
-                  ranges=(("g", "num_hidden_groups"), ("j", "inner_group_num")))
+                  ranges=(("g", "num_hidden_groups"), ("j", "inner_group_num")),
+                  elsewhere=_COPY if prefix == "" else ())
     for prefix in ("", "module/")
 }  # fmt: skip
 
@@ -111,7 +110,8 @@ PLAIN = {"net_structure_type": 0, "gap_size": 0, "num_memory_blocks": 0, "down_s
 
 
 def _prefix(names: Collection[str]) -> str:
-    return "module/" if any(n.startswith("module/bert/") for n in names) else ""
+    plain = any(n.startswith("bert/encoder/") for n in names)
+    return "module/" if not plain and any(n.startswith("module/bert/") for n in names) else ""
 
 
 def detect(names: Collection[str]) -> bool:
@@ -137,6 +137,20 @@ def read_config(
     if config["num_hidden_groups"] > config["num_hidden_layers"]:
         raise InputError(f"{config_name}: num_hidden_groups {config['num_hidden_groups']} is "
                          f"more than num_hidden_layers {config['num_hidden_layers']}")  # fmt: skip
+    layers, groups = config["num_hidden_layers"], config["num_hidden_groups"]
+    for i in range(min(layers, 10_000)):  # the config's count is checked against the names later
+        # modeling.py: int(i / L * G) in floats; transformers: int(i / (L / G)). They differ
+        # for a few counts (22 layers in 22 groups): such a model cannot be run faithfully.
+        if int(i / layers * groups) != int(i / (layers / groups)):
+            raise InputError(f"{config_name}: num_hidden_layers {layers} in num_hidden_groups "
+                             f"{groups}: ALBERT runs layer {i} with group "
+                             f"{int(i / layers * groups)}, transformers with group "
+                             f"{int(i / (layers / groups))}")  # fmt: skip
+    if config[E] == config[H]:
+        # modeling.py then has no embedding_hidden_mapping_in; transformers always has one.
+        raise InputError(f"{config_name}: embedding_size equals hidden_size ({config[H]}): "
+                         "ALBERT has no embedding_hidden_mapping_in then, which transformers' "
+                         "ALBERT needs; not supported")  # fmt: skip
     for key, plain in PLAIN.items():
         if config.get(key, plain) != plain:
             raise InputError(f"{config_name}: {key} {config[key]!r} is not supported "

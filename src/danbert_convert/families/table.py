@@ -233,6 +233,8 @@ def check_sizes(config: dict, path: object) -> dict:
 # Variables that are not model weights, by the last part of their name.
 SKIP_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(^|/)adam_[mv]$"), "Adam optimizer slot"),
+    # Google's internal LAMB (ALBERT): export_checkpoints.py filters these names out.
+    (re.compile(r"(^|/)lamb_[mv]$"), "LAMB optimizer slot"),
     (re.compile(r"(^|/)AdamWeightDecayOptimizer(_1)?$"), "Adam optimizer slot"),
     (re.compile(r"(^|/)(Momentum|Adagrad|RMSProp(_1)?|LAMB(_1)?)$"), "optimizer slot"),
     (re.compile(r"^global_step$"), "training step counter"),

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -47,6 +48,7 @@ from danbert_convert.output.manifest import (
     manifest,
     source_root,
 )
+from danbert_convert.output.sentencepiece import write_spm_tokenizer
 from danbert_convert.output.tokenizer import (
     TokenizerSettings,
     unproducible_warnings,
@@ -221,9 +223,7 @@ def convert(
                 f"{source.config['vocab_size'] - len(source.vocab)} extra rows are kept but no "
                 "token maps to them"
             )
-        report = vocab_report(source.vocab, source.config["vocab_size"], lowercase, strip_accents)
-        warnings += unproducible_warnings(report, source.vocab_path)
-        tok = TokenizerSettings(report.rule, source.config["max_position_embeddings"])
+        tok = _tokenizer(source, lowercase, strip_accents, warnings)
 
         reader_name = type(ckpt).__name__
         act = hidden_act or source.config.get("hidden_act", "gelu")
@@ -279,19 +279,19 @@ def convert(
             # hashed as written, never read back.
             outputs["config.json"] = write_json(
                 tmp / "config.json",
-                fam.hf_config(source.config, p, hidden_act, source.vocab.index("[PAD]")),
+                fam.hf_config(source.config, p, hidden_act, tok.pad_token_id),
             )
-            outputs.update(write_tokenizer(tmp, source.vocab_path, source.vocab, tok))
+            outputs.update(tok.write(tmp))
             settings = {
                 "family": fam.name,
                 "part": source.part,
                 "config_origin": source.config_origin,
                 "hidden_act": act,
                 "hidden_act_overridden": hidden_act is not None,
-                "lowercase": tok.lowercase,
-                # True/False: forced all-or-nothing; "vocab": all but the vocab's own letters
+                **tok.settings,
+                # True/False: forced all-or-nothing; "vocab": the default rule (WordPiece: all
+                # but the vocab's own letters; SentencePiece: ALBERT's, every accent)
                 "strip_accents": "vocab" if strip_accents is None else strip_accents,
-                "vocab": report.to_json(),
                 "ignore_unknown": ignore_unknown,
                 "heads": heads,
             }
@@ -321,6 +321,39 @@ def convert(
         ckpt.close()
     return ConvertResult(
         out, p.architecture.name, len(p.tensors), p.weight_bytes, p.skipped, files, warnings
+    )
+
+
+@dataclass
+class _Tokenizer:
+    """The tokenizer files a conversion writes, and what the manifest says of them."""
+
+    pad_token_id: int
+    settings: dict[str, object]
+    write: Callable[[Path], dict[str, str]]  # into the folder; {file name: SHA-256}
+
+
+def _tokenizer(
+    source: Source, lowercase: bool | None, strip_accents: bool | None, warnings: list[str]
+) -> _Tokenizer:
+    """WordPiece from vocab.txt (BERT, ELECTRA) or SentencePiece from a .model (ALBERT)."""
+    positions = source.config["max_position_embeddings"]
+    if source.tokenizer == "sentencepiece":
+        # ALBERT's releases are uncased, accents always stripped (its preprocess_text).
+        lower, keep = lowercase is not False, strip_accents is False
+        return _Tokenizer(
+            source.vocab.index("<pad>") if "<pad>" in source.vocab else 0,
+            {"tokenizer": "sentencepiece", "lowercase": lower},
+            lambda folder: write_spm_tokenizer(folder, source.vocab_path, lowercase=lower,
+                                               keep_accents=keep, model_max_length=positions),
+        )  # fmt: skip
+    report = vocab_report(source.vocab, source.config["vocab_size"], lowercase, strip_accents)
+    warnings += unproducible_warnings(report, source.vocab_path)
+    settings = TokenizerSettings(report.rule, positions)
+    return _Tokenizer(
+        source.vocab.index("[PAD]"),
+        {"lowercase": settings.lowercase, "vocab": report.to_json()},
+        lambda folder: write_tokenizer(folder, source.vocab_path, source.vocab, settings),
     )
 
 

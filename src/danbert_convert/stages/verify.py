@@ -42,6 +42,7 @@ from danbert_convert.families.table import REQUIRED_CONFIG_KEYS, Architecture, c
 from danbert_convert.families.transformer_reference import ACTIVATIONS
 from danbert_convert.output import card
 from danbert_convert.output.manifest import MANIFEST_NAME, source_paths
+from danbert_convert.output.sentencepiece import SPM_FILE, spm_mismatches
 from danbert_convert.output.tokenizer import TRANSLITERATION, Rule, never_produced, rule_for
 from danbert_convert.output.tokenizer import _is_marker as is_marker
 from danbert_convert.output.writer import BIN_NAME, WEIGHTS_NAME
@@ -374,7 +375,10 @@ def _plural(n: int, word: str) -> str:
 def _check_files(st: _State) -> Check:
     from transformers import AutoConfig
 
-    missing = [f for f in ("config.json", *TOKENIZER_FILES) if not (st.out / f).is_file()]
+    # A SentencePiece tokenizer (ALBERT) has spiece.model where WordPiece has vocab.txt.
+    files = [SPM_FILE if f == "vocab.txt" and (st.out / SPM_FILE).is_file() else f
+             for f in ("config.json", *TOKENIZER_FILES)]  # fmt: skip
+    missing = [f for f in files if not (st.out / f).is_file()]
     if not (st.out / WEIGHTS_NAME).is_file() and not (st.out / BIN_NAME).is_file():
         missing.append(WEIGHTS_NAME)
     if missing:
@@ -579,6 +583,8 @@ def _slow_tokenizer(out: Path) -> Any:
 def _check_tokenizer(st: _State) -> Check:
     if st.config is None:
         return Check("tokenizer", SKIP, detail="no loadable config")
+    if (st.out / SPM_FILE).is_file():
+        return _check_spm_tokenizer(st)
     from transformers import AutoTokenizer
 
     try:
@@ -619,6 +625,52 @@ def _check_tokenizer(st: _State) -> Check:
     if problems:
         return Check("tokenizer", FAIL, figure, "; ".join(problems), data)
     return Check("tokenizer", PASS, figure, "; ".join(p.note for p in parts if p.note), data)
+
+
+SPM_TEXTS = (
+    "Ægteparret købte 1,000 æbler i Århus; 10,000,000 kr. for en idé?",
+    "The café's  naïve   résumé costs €3.50 (about £3) -- \"quoted\" and 'single'.",
+)
+
+
+def _check_spm_tokenizer(st: _State) -> Check:
+    """A SentencePiece folder (ALBERT): tokenizer.json gives the ids SentencePiece gives after
+    ALBERT's own preprocessing (the source's model, else the folder's spiece.model)."""
+    from transformers import AutoTokenizer
+
+    settings = (st.manifest or {}).get("settings", {})
+    lowercase = settings.get("lowercase", True) is not False
+    keep_accents = settings.get("strip_accents") is False
+    try:
+        source = st.source()
+    except InputError:
+        source = None
+    model = source.vocab_path if source and source.tokenizer == "sentencepiece" else None
+    lines = [*danish_sample(), *SPM_TEXTS]
+    try:
+        st.fast = AutoTokenizer.from_pretrained(st.out)
+        problems = spm_mismatches(st.out, model or st.out / SPM_FILE, lines,
+                                  lowercase=lowercase, keep_accents=keep_accents)  # fmt: skip
+    except (OSError, ValueError, InputError) as e:
+        return Check("tokenizer", FAIL, "", one_line(e))
+    size, vocab_size = len(st.fast), st.config.vocab_size
+    pair = st.fast(lines[0], lines[1])
+    if 1 not in pair.get("token_type_ids", []):
+        problems.append(f"a sentence pair gets no token_type_ids of 1 from "
+                        f"{type(st.fast).__name__}")  # fmt: skip
+    if size > vocab_size:
+        problems.append("the tokenizer has ids the model has no row for")
+    tokens = [t for line in lines for t in st.fast.tokenize(line)]
+    unk = tokens.count(st.fast.unk_token) / max(len(tokens), 1)
+    figure = f"unk {unk:.1%}, {size} pieces / vocab_size {vocab_size}"
+    data = {"sentencepiece": True, "lowercase": lowercase, "keep_accents": keep_accents,
+            "unknown_rate": unk, "tokens": size, "vocab_size": vocab_size}  # fmt: skip
+    if problems:
+        return Check("tokenizer", FAIL, figure, "; ".join(problems[:3]), data)
+    against = "the source's" if model else "its own"
+    detail = (f"the ids of SentencePiece ({against} model) after ALBERT's preprocessing on "
+              f"{len(lines)} lines; pairs typed 0/1")  # fmt: skip
+    return Check("tokenizer", PASS, figure, detail, data)
 
 
 def _tokenizer_class(out: Path) -> Any:
@@ -1062,7 +1114,8 @@ class _TokenizerJson:
 
         self._tok = Tokenizer.from_file(str(path))
         self._tok.no_padding()
-        self.pad_token_id = self._tok.token_to_id("[PAD]")
+        pad = self._tok.token_to_id("[PAD]")  # WordPiece's; SentencePiece's (ALBERT) <pad>
+        self.pad_token_id = pad if pad is not None else self._tok.token_to_id("<pad>")
 
     def __call__(self, a: str, b: str | None = None, *, truncation: bool,
                  max_length: int) -> dict[str, list[int]]:  # fmt: skip
