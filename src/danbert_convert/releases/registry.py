@@ -85,6 +85,17 @@ GOOGLE_ELECTRA_NOTE = (
     "licence. When you share this model, credit the authors and link the original release."
 )
 
+# google-research/albert's README ("Pre-trained Models": a tar file and a TF-Hub module per size,
+# v1 and v2) and its LICENSE (Apache 2.0). Each tarball unpacks to albert_<size>/ with
+# model.ckpt-best.*, albert_config.json and 30k-clean.model (the layout the README's fine-tuning
+# commands name; not seen here, no download from here). v1 and v2 share the folder name.
+GOOGLE_ALBERT = "https://github.com/google-research/albert"
+GOOGLE_ALBERT_AUTHORS = "Google Research (Lan, Chen, Goodman, Gimpel, Sharma and Soricut)"
+GOOGLE_ALBERT_NOTE = (
+    "The repository's LICENSE is Apache 2.0 and its README gives the released weights no other "
+    "licence. When you share this model, credit the authors and link the original release."
+)
+
 # MalteHB/-l-ctra's README at 14ba1982113026bf3acc46e46b3c777ba408862d links one zip for both
 # variants; its LICENSE (81e362cf184463b596a09137ada7f147301cf915) is MIT. What the zip holds
 # was not seen (no download from here): its notebooks train into
@@ -221,6 +232,27 @@ RELEASES: dict[str, Release] = {
                 "file in the zip (sizes come from the tensor shapes).",
             )
             for size in ("small", "base", "large")
+        ),
+        *(
+            Release(
+                name=f"albert-{size}-{version}",
+                urls=(
+                    f"https://storage.googleapis.com/albert_models/albert_{size}_{version}.tar.gz",
+                ),
+                filename=f"albert_{size}_{version}.tar.gz",
+                language="en",
+                cased=False,
+                license="apache-2.0",
+                authors=GOOGLE_ALBERT_AUTHORS,
+                homepage=GOOGLE_ALBERT,
+                family="albert",
+                license_note=GOOGLE_ALBERT_NOTE,
+                notes=f"ALBERT-{size.capitalize()} {version}: SentencePiece vocab "
+                f"(30k-clean.model); unpacks to albert_{size}/, as the other version does "
+                "(use another --dest for both).",
+            )
+            for version in ("v2", "v1")
+            for size in ("base", "large", "xlarge", "xxlarge")
         ),
         *(
             Release(
