@@ -25,10 +25,10 @@ from danbert_convert.families.table import (
     Rule,
     Table,
     check_sizes,
-    common_config,
     config_int,
     dense,
     ln,
+    release_config,
 )
 from danbert_convert.readers.base import VariableInfo
 
@@ -172,12 +172,7 @@ def hf_config(
 ) -> dict[str, object]:
     """config.json: albert_config.json with every key kept (hidden_act as read_config
     named it), plus what transformers needs."""
-    config: dict[str, object] = {**albert_config}
-    config["model_type"] = "albert"
-    if hidden_act:
-        config["hidden_act"] = hidden_act
-    config["pad_token_id"] = pad_token_id
-    return common_config(config, plan)
+    return release_config(albert_config, plan, "albert", hidden_act, pad_token_id)
 
 
 FAMILY = Family(

@@ -23,10 +23,10 @@ from danbert_convert.families.table import (
     Table,
     TensorPlan,
     check_sizes,
-    common_config,
     dense,
     encoder_layer,
     ln,
+    release_config,
     skip_reason,
 )
 from danbert_convert.families.table import plan as plan_table
@@ -143,12 +143,7 @@ def hf_config(
 ) -> dict[str, object]:
     """config.json for the class `plan` writes: bert_config.json with every key kept, plus
     what transformers needs."""
-    config: dict[str, object] = {**bert_config}
-    config["model_type"] = "bert"
-    if hidden_act:
-        config["hidden_act"] = hidden_act
-    config["pad_token_id"] = pad_token_id
-    return common_config(config, plan)
+    return release_config(bert_config, plan, "bert", hidden_act, pad_token_id)
 
 
 FAMILY = Family(

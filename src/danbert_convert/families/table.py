@@ -527,6 +527,18 @@ def _check_complete(
                 )
 
 
+def release_config(
+    release: dict, plan: Plan, model_type: str, hidden_act: str | None, pad_token_id: int
+) -> dict[str, object]:
+    """config.json from a release's own config (bert_config.json, albert_config.json): every
+    key kept, plus what transformers needs."""
+    config: dict[str, object] = {**release, "model_type": model_type}
+    if hidden_act:
+        config["hidden_act"] = hidden_act
+    config["pad_token_id"] = pad_token_id
+    return common_config(config, plan)
+
+
 def common_config(config: dict[str, object], plan: Plan) -> dict[str, object]:
     """What every family's config.json says the same way: the class, the dtype, the labels."""
     config["architectures"] = [plan.architecture.name]
