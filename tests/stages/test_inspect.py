@@ -219,3 +219,23 @@ def test_a_checkpoint_of_no_known_family_is_a_problem_not_an_error(tmp_path: Pat
         "model.ckpt.index: not a checkpoint of a family danbert knows (ALBERT, BERT, ELECTRA) "
         "(variables like roberta/x)"
     )
+
+
+def test_albert_lists_its_groups_and_names_its_sentencepiece_model(tmp_path: Path) -> None:
+    """Issue 15: ALBERT's family, its shared groups mapped, the .model named as the vocab."""
+    from tfckpt_albert import write_release
+
+    folder = write_release(tmp_path / "albert_base", spm_model=None)
+    (folder / "30k-clean.model").write_bytes(b"not read by inspect")
+    code, out = run(str(folder), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["family"] == "albert" and doc["problem"] is None
+    assert doc["architecture"] == "AlbertForPreTraining"
+    by_name = {v["name"]: v for v in doc["variables"]}
+    assert (
+        by_name["bert/encoder/transformer/group_1/inner_group_0/LayerNorm_1/gamma"]["maps_to"]
+        == "albert.encoder.albert_layer_groups.1.albert_layers.0.full_layer_layer_norm.weight"
+    )
+    code, text = run(str(folder))
+    assert "30k-clean.model: a SentencePiece model" in text

@@ -18,7 +18,14 @@ from danbert_convert.families import CONFIG_NAMES, detect
 from danbert_convert.families.table import Family, plan, skip_reason
 from danbert_convert.output.tokenizer import VocabReport, vocab_report
 from danbert_convert.readers.base import open_checkpoint
-from danbert_convert.source import find_checkpoint, normalize_prefix, read_json, read_vocab
+from danbert_convert.source import (
+    SPM_SUFFIX,
+    find_checkpoint,
+    normalize_prefix,
+    read_json,
+    read_vocab,
+    tokenizer_kind,
+)
 
 if TYPE_CHECKING:
     from danbert_convert._fs import StrPath
@@ -97,6 +104,9 @@ def _locate(
         config = next((folder / n for n in CONFIG_NAMES if (folder / n).is_file()), None)
     if vocab is None and (folder / "vocab.txt").is_file():
         vocab = folder / "vocab.txt"
+    models = sorted(folder.glob(f"*{SPM_SUFFIX}"))
+    if vocab is None and len(models) == 1:  # ALBERT's 30k-clean.model
+        vocab = models[0]
     return prefix, config, vocab
 
 
@@ -190,7 +200,9 @@ def inspect_checkpoint(
         variables.append(Variable(name, list(info.shape), dtype, size, target, reason, kind, on))
     architecture = next(iter(architectures.values()), None)
     report = None
-    if vocab is not None:
+    if vocab is not None and tokenizer_kind(Path(vocab)) == "sentencepiece":
+        pass  # no WordPiece report: the listing names the model
+    elif vocab is not None:
         given = cfg.get("vocab_size") if isinstance(cfg, dict) else None
         rows = given if isinstance(given, int) and not isinstance(given, bool) else None
         try:
@@ -256,4 +268,7 @@ def format_listing(listing: Listing) -> str:
         lines += ["", f"{listing.vocab_path}: {first}", *rest]
     elif listing.vocab_path is None:
         lines += ["", "(no vocab.txt beside the checkpoint)"]
+    elif tokenizer_kind(Path(listing.vocab_path)) == "sentencepiece":
+        lines += ["", f"{listing.vocab_path}: a SentencePiece model (convert writes spiece.model "
+                  "and tokenizer.json from it)"]  # fmt: skip
     return "\n".join(lines)
