@@ -163,3 +163,13 @@ def test_equal_width_is_refused(tmp_path):
                            spm_model=model, **kwargs)  # fmt: skip
     with pytest.raises(InputError, match="embedding_size equals hidden_size"):
         convert(folder, tmp_path / "out")
+
+
+def test_a_layer_count_no_checkpoint_can_confirm_is_bounded(albert, tmp_path):
+    # The layers share their groups' weights: nothing in the checkpoint counts them.
+    folder = albert("tiny")
+    cfg = tmp_path / "albert_config.json"
+    cfg.write_text(json.dumps({**_config(folder), "num_hidden_layers": 10**9}))
+    with pytest.raises(InputError, match="num_hidden_layers 1000000000 is more than the 10000"):
+        convert(folder, tmp_path / "out", config=cfg)
+    assert not (tmp_path / "out").exists()

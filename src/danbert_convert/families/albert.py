@@ -104,6 +104,8 @@ TABLES = {
     for prefix in ("", "module/")
 }  # fmt: skip
 
+# ALBERT's paper goes to 48 layers; a count far past that is a mistyped config.
+MAX_LAYERS = 10_000
 # modeling.py's options that change the computation beyond what transformers' ALBERT does,
 # with the value that keeps it plain.
 PLAIN = {"net_structure_type": 0, "gap_size": 0, "num_memory_blocks": 0, "down_scale_factor": 1}
@@ -138,7 +140,12 @@ def read_config(
         raise InputError(f"{config_name}: num_hidden_groups {config['num_hidden_groups']} is "
                          f"more than num_hidden_layers {config['num_hidden_layers']}")  # fmt: skip
     layers, groups = config["num_hidden_layers"], config["num_hidden_groups"]
-    for i in range(min(layers, 10_000)):  # the config's count is checked against the names later
+    if layers > MAX_LAYERS:
+        # The layers share the groups' weights, so no variable name counts them: only a bound
+        # keeps a mistyped count from writing a model that never finishes a forward pass.
+        raise InputError(f"{config_name}: num_hidden_layers {layers} is more than the "
+                         f"{MAX_LAYERS} an ALBERT may have here")  # fmt: skip
+    for i in range(layers):
         # modeling.py: int(i / L * G) in floats; transformers: int(i / (L / G)). They differ
         # for a few counts (22 layers in 22 groups): such a model cannot be run faithfully.
         if int(i / layers * groups) != int(i / (layers / groups)):
