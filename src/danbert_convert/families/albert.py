@@ -104,6 +104,8 @@ TABLES = {
     for prefix in ("", "module/")
 }  # fmt: skip
 
+# modeling.py's layer_norm: tf.contrib.layers.layer_norm's fixed epsilon.
+LAYER_NORM_EPS = 1e-12
 # ALBERT's paper goes to 48 layers; a count far past that is a mistyped config.
 MAX_LAYERS = 10_000
 # modeling.py's options that change the computation beyond what transformers' ALBERT does,
@@ -162,6 +164,11 @@ def read_config(
         if config.get(key, plain) != plain:
             raise InputError(f"{config_name}: {key} {config[key]!r} is not supported "
                              f"(transformers' ALBERT computes {key} {plain})")  # fmt: skip
+    eps = config.get("layer_norm_eps", LAYER_NORM_EPS)
+    if eps != LAYER_NORM_EPS or isinstance(eps, bool):
+        # transformers would use the key; modeling.py's layer_norm never reads it.
+        raise InputError(f"{config_name}: layer_norm_eps {eps!r} is not supported (ALBERT's "
+                         f"modeling.py computes each LayerNorm with {LAYER_NORM_EPS})")  # fmt: skip
     if config.get("hidden_act", "gelu") == "gelu":
         # modeling.py's gelu is the tanh approximation, whatever albert_config.json calls it:
         # transformers' name for that is gelu_new.
