@@ -163,3 +163,23 @@ def test_equal_width_is_refused(tmp_path):
                            spm_model=model, **kwargs)  # fmt: skip
     with pytest.raises(InputError, match="embedding_size equals hidden_size"):
         convert(folder, tmp_path / "out")
+
+
+def test_a_layer_count_no_checkpoint_can_confirm_is_bounded(albert, tmp_path):
+    # The layers share their groups' weights: nothing in the checkpoint counts them.
+    folder = albert("tiny")
+    cfg = tmp_path / "albert_config.json"
+    cfg.write_text(json.dumps({**_config(folder), "num_hidden_layers": 10**9}))
+    with pytest.raises(InputError, match="num_hidden_layers 1000000000 is more than the 10000"):
+        convert(folder, tmp_path / "out", config=cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_layer_norm_epsilon_albert_never_reads_is_refused(albert, tmp_path):
+    # transformers would compute with it, and so would verify's reference: a false pass.
+    folder = albert("tiny")
+    cfg = tmp_path / "albert_config.json"
+    cfg.write_text(json.dumps({**_config(folder), "layer_norm_eps": 1e-3}))
+    with pytest.raises(InputError, match=r"layer_norm_eps 0\.001 is not supported"):
+        convert(folder, tmp_path / "out", config=cfg)
+    assert not (tmp_path / "out").exists()

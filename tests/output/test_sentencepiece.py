@@ -244,3 +244,20 @@ def test_missing_model_is_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"30k-clean\.model: cannot read the SentencePiece model"):
         write_spm_tokenizer(tmp_path / "out", tmp_path / "30k-clean.model")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("keep_accents", [False, True])
+def test_word_final_capital_sigma_lowercases_as_python_does(tmp_path: Path, keep_accents) -> None:
+    # str.lower() gives "ς" at the end of a word, "σ" elsewhere; a model that knows Greek
+    # has both pieces, so a per-character lowercase gives other ids than ALBERT's.
+    greek = ["ο δρόμος της ζωής και ο κόσμος μας", "οι άνθρωποι της πόλης ζουν στους δρόμους"]
+    model = train_spm(tmp_path / "spm", texts=greek * 300, vocab_size=40)
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    (tmp_path / "out").mkdir()
+    write_spm_tokenizer(tmp_path / "out", model, lowercase=True, keep_accents=keep_accents)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "out")
+    for text in ["ΟΔΟΣ ΚΑΙ ΚΟΣΜΟΣ.", "Ο ΔΡΟΜΟΣ ΤΗΣ ΖΩΗΣ", "ΣΟΦΙΑ Σ ΑΣ'Α ΑΣ\u0345"]:
+        want = albert_reference_ids(processor, text, lowercase=True, keep_accents=keep_accents)
+        assert tok(text)["input_ids"] == want, text

@@ -104,6 +104,10 @@ TABLES = {
     for prefix in ("", "module/")
 }  # fmt: skip
 
+# modeling.py's layer_norm: tf.contrib.layers.layer_norm's fixed epsilon.
+LAYER_NORM_EPS = 1e-12
+# ALBERT's paper goes to 48 layers; a count far past that is a mistyped config.
+MAX_LAYERS = 10_000
 # modeling.py's options that change the computation beyond what transformers' ALBERT does,
 # with the value that keeps it plain.
 PLAIN = {"net_structure_type": 0, "gap_size": 0, "num_memory_blocks": 0, "down_scale_factor": 1}
@@ -138,7 +142,12 @@ def read_config(
         raise InputError(f"{config_name}: num_hidden_groups {config['num_hidden_groups']} is "
                          f"more than num_hidden_layers {config['num_hidden_layers']}")  # fmt: skip
     layers, groups = config["num_hidden_layers"], config["num_hidden_groups"]
-    for i in range(min(layers, 10_000)):  # the config's count is checked against the names later
+    if layers > MAX_LAYERS:
+        # The layers share the groups' weights, so no variable name counts them: only a bound
+        # keeps a mistyped count from writing a model that never finishes a forward pass.
+        raise InputError(f"{config_name}: num_hidden_layers {layers} is more than the "
+                         f"{MAX_LAYERS} an ALBERT may have here")  # fmt: skip
+    for i in range(layers):
         # modeling.py: int(i / L * G) in floats; transformers: int(i / (L / G)). They differ
         # for a few counts (22 layers in 22 groups): such a model cannot be run faithfully.
         if int(i / layers * groups) != int(i / (layers / groups)):
@@ -155,6 +164,11 @@ def read_config(
         if config.get(key, plain) != plain:
             raise InputError(f"{config_name}: {key} {config[key]!r} is not supported "
                              f"(transformers' ALBERT computes {key} {plain})")  # fmt: skip
+    eps = config.get("layer_norm_eps", LAYER_NORM_EPS)
+    if eps != LAYER_NORM_EPS or isinstance(eps, bool):
+        # transformers would use the key; modeling.py's layer_norm never reads it.
+        raise InputError(f"{config_name}: layer_norm_eps {eps!r} is not supported (ALBERT's "
+                         f"modeling.py computes each LayerNorm with {LAYER_NORM_EPS})")  # fmt: skip
     if config.get("hidden_act", "gelu") == "gelu":
         # modeling.py's gelu is the tanh approximation, whatever albert_config.json calls it:
         # transformers' name for that is gelu_new.

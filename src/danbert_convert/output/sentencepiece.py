@@ -61,6 +61,10 @@ def _char_class(predicate: Any) -> str:
     return f"[{body}]"
 
 
+# Final_Sigma's "cased letter": CPython skips a character that is also case-ignorable (U+0345).
+_CASED = "[\\p{Cased}&&\\P{Case_Ignorable}]"
+
+
 def _normalizer(model: SpmModel, lowercase: bool, keep_accents: bool) -> Any:
     """ALBERT's preprocess_text, then SentencePiece's own normaliser, as `tokenizers` steps."""
     from tokenizers import Regex, normalizers
@@ -78,7 +82,13 @@ def _normalizer(model: SpmModel, lowercase: bool, keep_accents: bool) -> Any:
             normalizers.Replace(Regex(_char_class(unicodedata.combining)), ""),
         ]
     if lowercase:
-        steps.append(normalizers.Lowercase())
+        # str.lower() makes a word-final capital sigma "ς" (Unicode's Final_Sigma context);
+        # tokenizers' Lowercase maps each character alone, to "σ".
+        steps += [
+            normalizers.Replace(Regex(f"(?<={_CASED}\\p{{Case_Ignorable}}*)\u03a3"
+                                      f"(?!\\p{{Case_Ignorable}}*{_CASED})"), "\u03c2"),
+            normalizers.Lowercase(),
+        ]  # fmt: skip
     if model.precompiled_charsmap:
         steps.append(normalizers.Precompiled(model.precompiled_charsmap))
     steps += [
