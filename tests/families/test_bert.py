@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from tfckpt import TINY_CONFIG, bert_variables, with_training_state
 
 from danbert_convert.cli import cli
+from danbert_convert.errors import InputError
 from danbert_convert.readers.tensorflow import TensorFlowReader
 from danbert_convert.stages.convert import convert
 
@@ -218,3 +219,15 @@ def test_plan_refuses_non_integer_sizes_from_any_caller():
                        ("type_vocab_size", True)]:  # fmt: skip
         with pytest.raises(InputError, match=rf"cfg.json: {key} is {value!r}; it must be a pos"):
             plan(infos, {**TINY_CONFIG, key: value}, config_name="cfg.json")
+
+
+def test_layer_norm_eps_bert_never_reads_is_refused(release, tmp_path):
+    """google-research/bert's layer_norm has a fixed epsilon: a bert_config.json key that
+    transformers (and so verify's reference, built from config.json) would use is refused."""
+    src = release("full")
+    cfg = tmp_path / "bert_config.json"
+    cfg.write_text(json.dumps({**json.loads((src / "bert_config.json").read_text()),
+                               "layer_norm_eps": 1e-3}))  # fmt: skip
+    with pytest.raises(InputError, match=r"layer_norm_eps 0.001 is not supported .BERT's mod"):
+        convert(src, tmp_path / "out", config=cfg)
+    assert not (tmp_path / "out").exists()

@@ -24,6 +24,7 @@ from danbert_convert.families.table import (
     Plan,
     Rule,
     Table,
+    check_fixed,
     check_sizes,
     config_int,
     dense,
@@ -95,7 +96,8 @@ ARCHITECTURES: tuple[Architecture, ...] = (
 CLASS_FOR_HEADS = {"mlm": "AlbertForMaskedLM", "none": "AlbertModel"}
 # A checkpoint saved from a graph that loaded the TF-Hub module holds the module's copy of
 # every weight under `module/`, beside its own (or alone): the plain names win when present.
-_COPY = ((re.compile(r"^module/"), "the TF-Hub module's copy of the same weights"),)
+_COPY = ((re.compile(r"^module/"), "the TF-Hub module's copy (not compared: the plain weights "
+                                   "are converted)"),)  # fmt: skip
 TABLES = {
     prefix: Table("ALBERT", _rules(prefix), HEADS, ARCHITECTURES, CLASS_FOR_HEADS,
                   prefix="albert.", heads_where="cls/* heads",
@@ -104,13 +106,14 @@ TABLES = {
     for prefix in ("", "module/")
 }  # fmt: skip
 
-# modeling.py's layer_norm: tf.contrib.layers.layer_norm's fixed epsilon.
-LAYER_NORM_EPS = 1e-12
 # ALBERT's paper goes to 48 layers; a count far past that is a mistyped config.
 MAX_LAYERS = 10_000
 # modeling.py's options that change the computation beyond what transformers' ALBERT does,
 # with the value that keeps it plain.
-PLAIN = {"net_structure_type": 0, "gap_size": 0, "num_memory_blocks": 0, "down_scale_factor": 1}
+PLAIN = {key: (value, f"{key} {value}") for key, value in (
+    ("net_structure_type", 0), ("gap_size", 0), ("num_memory_blocks", 0),
+    ("down_scale_factor", 1),
+)}  # fmt: skip
 
 
 def _prefix(names: Collection[str]) -> str:
@@ -160,15 +163,7 @@ def read_config(
         raise InputError(f"{config_name}: embedding_size equals hidden_size ({config[H]}): "
                          "ALBERT has no embedding_hidden_mapping_in then, which transformers' "
                          "ALBERT needs; not supported")  # fmt: skip
-    for key, plain in PLAIN.items():
-        if config.get(key, plain) != plain:
-            raise InputError(f"{config_name}: {key} {config[key]!r} is not supported "
-                             f"(transformers' ALBERT computes {key} {plain})")  # fmt: skip
-    eps = config.get("layer_norm_eps", LAYER_NORM_EPS)
-    if eps != LAYER_NORM_EPS or isinstance(eps, bool):
-        # transformers would use the key; modeling.py's layer_norm never reads it.
-        raise InputError(f"{config_name}: layer_norm_eps {eps!r} is not supported (ALBERT's "
-                         f"modeling.py computes each LayerNorm with {LAYER_NORM_EPS})")  # fmt: skip
+    check_fixed(config, config_name, "ALBERT", PLAIN)
     if config.get("hidden_act", "gelu") == "gelu":
         # modeling.py's gelu is the tanh approximation, whatever albert_config.json calls it:
         # transformers' name for that is gelu_new.

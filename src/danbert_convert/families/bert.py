@@ -22,6 +22,7 @@ from danbert_convert.families.table import (
     Rule,
     Table,
     TensorPlan,
+    check_fixed,
     check_sizes,
     dense,
     encoder_layer,
@@ -131,6 +132,7 @@ def read_config(
     if config is None:
         raise InputError(f"{config_name}: not found; a BERT checkpoint needs its {CONFIG_NAME} "
                          "(or --config FILE)")  # fmt: skip
+    check_fixed(config, config_name, "BERT")
     return check_sizes(config, config_name), {}
 
 

@@ -230,6 +230,26 @@ def check_sizes(config: dict, path: object) -> dict:
     return config
 
 
+# Keys transformers would act on that Google's TensorFlow code (BERT's, ALBERT's modeling.py)
+# never reads, with what that code computes: a release config saying otherwise would make the
+# converted model (and the reference verify builds from config.json) compute something else.
+FIXED_KEYS: dict[str, tuple[object, str]] = {
+    "layer_norm_eps": (1e-12, "each LayerNorm with 1e-12"),
+    "tie_word_embeddings": (True, "the masked-LM decoder with the word-embedding table"),
+    "position_embedding_type": ("absolute", "absolute position embeddings"),
+}
+
+
+def check_fixed(config: dict, config_name: str, title: str, fixed: dict | None = None) -> None:
+    """Refuse a key of FIXED_KEYS (and `fixed`: key -> value) the TensorFlow code ignores
+    but transformers would use, when its value is not what that code computes."""
+    for key, (want, what) in {**FIXED_KEYS, **(fixed or {})}.items():
+        value = config.get(key, want)
+        if value != want or isinstance(value, bool) != isinstance(want, bool):
+            raise InputError(f"{config_name}: {key} {value!r} is not supported ({title}'s "
+                             f"modeling.py computes {what})")  # fmt: skip
+
+
 # Variables that are not model weights, by the last part of their name.
 SKIP_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(^|/)adam_[mv]$"), "Adam optimizer slot"),

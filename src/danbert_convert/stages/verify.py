@@ -630,6 +630,7 @@ def _check_tokenizer(st: _State) -> Check:
 SPM_TEXTS = (
     "Ægteparret købte 1,000 æbler i Århus; 10,000,000 kr. for en idé?",
     "The café's  naïve   résumé costs €3.50 (about £3) -- \"quoted\" and 'single'.",
+    "ΟΔΟΣ ΚΑΙ ΚΟΣΜΟΣ",  # a word-final capital sigma lowercases to ς
 )
 
 
