@@ -81,3 +81,17 @@ def test_a_changed_weight_fails_parity(electra_release, tmp_path):
     assert parity.status == "fail", parity.detail
     assert "over the allowance: mlm" in parity.detail
     assert "the encoder agrees (a head differs)" in parity.detail
+
+
+def test_an_unrecorded_electra_model_of_a_same_size_generator_is_told_by_its_weights(
+    electra_release, tmp_path
+):
+    """ELECTRA-Small's generator is as wide and deep as its discriminator: with no manifest,
+    sizes cannot tell an ElectraModel's part; its first encoder kernel can (review)."""
+    folder = electra_release("full-width-generator")
+    for part in ("generator", "discriminator"):
+        out = tmp_path / part
+        convert(folder, out, part=part, heads="none")
+        (out / "danbert-manifest.json").unlink()
+        parity = _checks(verify(out, against=folder))["parity"]
+        assert parity.status == "pass", (part, parity.detail)

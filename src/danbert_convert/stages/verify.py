@@ -38,7 +38,13 @@ from danbert_convert.families import (
     model_kind,
     open_source,
 )
-from danbert_convert.families.table import REQUIRED_CONFIG_KEYS, Architecture, check_sizes
+from danbert_convert.families.table import (
+    REQUIRED_CONFIG_KEYS,
+    TRANSPOSE,
+    Architecture,
+    check_sizes,
+    fill,
+)
 from danbert_convert.families.transformer_reference import ACTIVATIONS
 from danbert_convert.output import card
 from danbert_convert.output.manifest import MANIFEST_NAME, source_paths
@@ -895,19 +901,47 @@ def _find_source(st: _State, against: Path | None) -> Source | None:
 
 def _source_part(st: _State, source: Source, kind: ModelKind) -> tuple[Source, ModelKind]:
     """The source read for the model's part. A class that several parts write (ElectraModel)
-    with no part recorded is the part whose sizes are config.json's."""
+    with no part recorded is the part whose sizes are config.json's, and of parts of the same
+    sizes (ELECTRA-Small's generator is as wide as its discriminator) the one whose first
+    encoder kernel the model holds."""
     name = kind.architecture.name
     parts = [p for p in kind.family.parts if any(a.name == name for a in kind.family.classes(p)[1])]
     if len(parts) > 1 and _recorded_part(st) is None:
+        sizes = ("hidden_size", "num_hidden_layers", "embedding_size")
+        fits = []
         for part in parts:
             candidate = source if part == source.part else _reload(source, part)
-            sizes = ("hidden_size", "num_hidden_layers", "embedding_size")
             if all(candidate.config.get(k) == getattr(st.config, k, None) for k in sizes):
-                return candidate, model_kind(kind.family.model_type, kind.architecture.name,
-                                             part)  # fmt: skip
+                fits.append((candidate, model_kind(kind.family.model_type, name, part)))
+        same = [f for f in fits if _holds_first_kernel(st, *f)] if len(fits) > 1 else fits
+        if same or fits:
+            return (same or fits)[0]
     if kind.part != source.part:
         source = _reload(source, kind.part)
     return source, kind
+
+
+def _holds_first_kernel(st: _State, source: Source, kind: ModelKind) -> bool:
+    """Whether the model's first encoder kernel is the one `source`'s part maps to it."""
+    ckpt = open_checkpoint(source.checkpoint, "native")
+    try:
+        names = ckpt.variables()
+        table = kind.family.table(names.keys(), kind.part, source.config)
+        rule = next((r for r in table.rules if r.group == "encoder" and r.transform == TRANSPOSE
+                     and "{" in r.tf), None)  # fmt: skip
+        if rule is None:
+            return False
+        index = tuple((k, 0) for k, _ in table.ranges if f"{{{k}}}" in rule.tf)
+        tf_name, hf = fill(rule.tf, index), fill(rule.hf, index)
+        if not kind.architecture.prefixed:
+            hf = hf.removeprefix(table.prefix)
+        param = dict(st.model.named_parameters()).get(hf)
+        if param is None or tf_name not in names:
+            return False
+        value = ckpt.read(tf_name).T.astype(np.float64)
+        return bool(np.array_equal(param.detach().double().numpy(), value))
+    finally:
+        ckpt.close()
 
 
 def _reload(source: Source, part: str) -> Source:
