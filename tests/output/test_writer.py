@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from danbert_convert.families.bert import COPY, TRANSPOSE, TensorPlan
+from danbert_convert.families.table import COPY, TRANSPOSE, TensorPlan
 from danbert_convert.output.writer import transform
 
 DTYPES = ["<f4", ">f4", "<f2", "<f8", ">f8", "<i4", "<i8", "|b1"]

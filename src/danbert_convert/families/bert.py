@@ -69,7 +69,6 @@ HEADS: tuple[Head, ...] = (
     Head("classifier", "classifier", ("classifier",), "pooled"),
     Head("squad", "SQuAD span", ("qa_outputs",), "sequence"),
 )
-HEAD_GROUPS = {h.group: h for h in HEADS}
 
 # --heads all takes the first class whose heads include the checkpoint's: a pre-training
 # checkpoint must then have both of BertForPreTraining's, a fine-tuned one has its own.
@@ -94,11 +93,6 @@ TABLE = Table("BERT", TENSOR_MAP, HEADS, ARCHITECTURES, CLASS_FOR_HEADS, prefix=
 def architecture(name: str) -> Architecture | None:
     """The architecture of a transformers class name, if danbert writes that class."""
     return TABLE.architecture(name)
-
-
-def group_of(name: str) -> str | None:
-    """The group ("encoder", "pooler", a head) a TF variable belongs to, or None."""
-    return TABLE.group_of(name)
 
 
 def detect(names: Collection[str]) -> bool:
@@ -162,7 +156,6 @@ FAMILY = Family(
 )
 
 __all__ = [
-    "ARCHITECTURES", "CLASS_FOR_HEADS", "COPY", "FAMILY", "HEADS", "HEAD_GROUPS", "TABLE",
-    "TENSOR_MAP", "TRANSPOSE", "Plan", "Rule", "TensorPlan", "architecture", "group_of",
-    "hf_config", "plan", "skip_reason",
+    "ARCHITECTURES", "CLASS_FOR_HEADS", "COPY", "FAMILY", "HEADS", "TABLE", "TENSOR_MAP",
+    "TRANSPOSE", "Plan", "Rule", "TensorPlan", "architecture", "hf_config", "plan", "skip_reason",
 ]  # fmt: skip

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from danbert_convert.families.bert import Plan
+    from danbert_convert.families.table import Plan
 
 MANIFEST_NAME = "danbert-manifest.json"
 # `danbert all`'s saved verify result, beside the manifest.

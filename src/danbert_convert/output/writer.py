@@ -16,7 +16,7 @@ import numpy as np
 
 from danbert_convert._fs import HashingWriter, hashing_writer, pipelined_writer
 from danbert_convert.errors import one_line
-from danbert_convert.families.bert import TRANSPOSE, TensorPlan
+from danbert_convert.families.table import TRANSPOSE, TensorPlan
 
 SAFETENSORS_DTYPES = {
     "float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
