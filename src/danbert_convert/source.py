@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from danbert_convert.errors import InputError
 
@@ -208,6 +208,33 @@ def read_json(path: Path) -> dict:
     bad = _nonfinite(config)
     if bad is not None:
         # json reads NaN, Infinity and numbers like 1e400 (as inf); config.json must not hold them.
+        raise InputError(f"{path}: {bad[0]} is {bad[1]}; numbers must be finite")
+    return config
+
+
+def read_config_file(path: Path) -> dict:
+    """`read_json`, or a YAML mapping for a .yaml/.yml file (Model Garden's params.yaml), with
+    the same checks. YAML aliases are refused: a few lines of them expand to a huge tree."""
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return read_json(path)
+    import yaml
+
+    class _NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.MarkedYAMLError(None, None, "aliases are not supported", mark)
+            return super().compose_node(parent, index)
+
+    text = _read_text(path, "not valid YAML")
+    try:
+        config = yaml.load(text, Loader=_NoAliases)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError) as e:
+        raise InputError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: expected a YAML mapping")
+    bad = _nonfinite(config)
+    if bad is not None:
         raise InputError(f"{path}: {bad[0]} is {bad[1]}; numbers must be finite")
     return config
 

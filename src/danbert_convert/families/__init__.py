@@ -26,16 +26,17 @@ from danbert_convert.families import (
     albert_reference,
     bert,
     bert_reference,
+    bert_tf2,
     electra,
     electra_reference,
 )
-from danbert_convert.families.table import Architecture, Family, Head
+from danbert_convert.families.table import Architecture, Family, Head, skip_reason
 from danbert_convert.readers.base import VariableInfo, open_checkpoint
 from danbert_convert.source import (
     Source,
     SourceFiles,
     locate,
-    read_json,
+    read_config_file,
     read_vocab,
     tokenizer_kind,
 )
@@ -47,27 +48,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # In the order detection asks them: ELECTRA's and ALBERT's names are the more specific
-# (ALBERT's are BERT's scopes with shared groups).
-FAMILIES: tuple[Family, ...] = (electra.FAMILY, albert.FAMILY, bert.FAMILY)
+# (ALBERT's are BERT's scopes with shared groups). A folder's model_type names the first
+# family writing it (TF1 BERT before Model Garden's) unless its manifest says which.
+FAMILIES: tuple[Family, ...] = (electra.FAMILY, albert.FAMILY, bert.FAMILY, bert_tf2.FAMILY)
 BY_NAME = {f.name: f for f in FAMILIES}
 # The config files a release keeps beside its checkpoint, found without being named.
-CONFIG_NAMES = tuple(f.config_file for f in FAMILIES if f.config_file)
-
-# TF2 object-based checkpoints name objects, not scopes (issue 16).
-_TF2_MARKERS = ("_CHECKPOINTABLE_OBJECT_GRAPH", ".ATTRIBUTES/VARIABLE_VALUE", "layer_with_weights-")
+CONFIG_NAMES = tuple(dict.fromkeys(f.config_file for f in FAMILIES if f.config_file))
 
 
 def detect(names: Collection[str], checkpoint_name: str) -> Family:
     """The family whose variables the checkpoint holds; one line naming what it is otherwise."""
-    tf2 = next((n for n in names if any(m in n for m in _TF2_MARKERS)), None)
-    if tf2 is not None:
-        raise InputError(
-            f"{checkpoint_name}: a TF2 object-based checkpoint (variables like {tf2}); "
-            "only TF1 name-based checkpoints (bert/encoder/layer_0/..., electra/...) are supported"
-        )
     for family in FAMILIES:
         if family.detect(names):
             return family
+    if bert_tf2.OBJECT_GRAPH in names:
+        weight = next((n for n in sorted(names) if n != bert_tf2.OBJECT_GRAPH
+                       and not skip_reason(n)), bert_tf2.OBJECT_GRAPH)  # fmt: skip
+        raise InputError(
+            f"{checkpoint_name}: a TF2 object-based checkpoint (variables like {weight}) that "
+            "holds no Model Garden BERT encoder (_transformer_layers/N/_attention_layer/...); "
+            "the other TF2 layouts are not supported"
+        )
     example = next(iter(sorted(names)), None)
     known = ", ".join(sorted(f.title for f in FAMILIES))
     raise InputError(
@@ -95,11 +96,15 @@ class ModelKind:
     heads: tuple[Head, ...]
 
 
-def model_kind(model_type: str, class_name: str, part: str | None = None) -> ModelKind:
+def model_kind(
+    model_type: str, class_name: str, part: str | None = None, family: str | None = None
+) -> ModelKind:
     """The kind of a model folder from its config.json's model_type and class. A class that
-    two parts write (ElectraModel) is `part`'s, else the first part's; ValueError for a class
-    danbert does not write."""
-    fam = next((f for f in FAMILIES if f.model_type == model_type), None)
+    two parts write (ElectraModel) is `part`'s, else the first part's; the family `family`
+    (a manifest's) if it writes that model_type, else the first that does. ValueError for a
+    class danbert does not write."""
+    fam = next((f for f in FAMILIES if f.model_type == model_type and f.name == family), None)
+    fam = fam or next((f for f in FAMILIES if f.model_type == model_type), None)
     if fam is None:
         raise ValueError(f"config.json has model_type {model_type!r}, which danbert does not write")
     found = [(p, a) for p in fam.parts for a in fam.classes(p)[1] if a.name == class_name]
@@ -194,7 +199,7 @@ def load_source(
                              "model's: to use it, pass --vocab)")  # fmt: skip
         log.warning("%s: no vocab.txt beside the checkpoint; using %s", files.folder,
                     files.vocab_path)  # fmt: skip
-    parsed = None if files.config_path is None else read_json(files.config_path)
+    parsed = None if files.config_path is None else read_config_file(files.config_path)
     config_name = str(files.config_path or files.folder / (fam.config_file or "config"))
     config, origin = fam.read_config(parsed, config_name, variables, part, index)
     if tokenizer_kind(files.vocab_path) == "sentencepiece":

@@ -15,13 +15,50 @@ import math
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from danbert_convert.errors import InputError, with_article
 from danbert_convert.readers.base import VariableInfo
 
+if TYPE_CHECKING:
+    import numpy as np
+
 # How a TF value becomes the PyTorch value. TF dense kernels are [in, out], nn.Linear is [out, in].
 COPY = "copy"
 TRANSPOSE = "transpose"
+# Model Garden's (TF2) attention kernels are einsum-shaped; their head axes merge row-major, so
+# head n takes columns n*d..(n+1)*d, as transformers' transpose_for_scores splits them.
+HEADS_IN = "merge_heads_transpose"  # query/key/value kernel [H, A, d] -> [H, A*d] -> transposed
+HEADS_BIAS = "merge_heads"  # their bias [A, d] -> [A*d]
+HEADS_OUT = "merge_heads_out_transpose"  # output kernel [A, d, H] -> [A*d, H] -> transposed
+_MERGED = {HEADS_IN: (0, 1), HEADS_BIAS: (0,), HEADS_OUT: (0,)}  # axes kept before the merge
+
+
+def merged(transform: str, value: np.ndarray) -> np.ndarray:
+    """`value` (or its shape) with the head axes that `transform` merges merged: what is then
+    copied or transposed."""
+    if transform == HEADS_IN:
+        return value.reshape(value.shape[0], -1)
+    if transform == HEADS_BIAS:
+        return value.reshape(-1)
+    if transform == HEADS_OUT:
+        return value.reshape(-1, value.shape[-1])
+    return value
+
+
+def transposes(transform: str) -> bool:
+    return transform in (TRANSPOSE, HEADS_IN, HEADS_OUT)
+
+
+def output_shape(transform: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The transformers shape of a TF value of `shape` after `transform`."""
+    if transform == HEADS_IN:
+        shape = (shape[0], math.prod(shape[1:]))
+    elif transform == HEADS_BIAS:
+        shape = (math.prod(shape),)
+    elif transform == HEADS_OUT:
+        shape = (math.prod(shape[:-1]), shape[-1])
+    return tuple(reversed(shape)) if transposes(transform) else tuple(shape)
 
 
 @dataclass(frozen=True)
@@ -119,18 +156,21 @@ class Table:
     # ALBERT's shared groups `{g}` and their inner layers `{j}`. The first is what messages
     # call the encoder's layers.
     ranges: tuple[tuple[str, str], ...] = (("i", "num_hidden_layers"),)
+    # Whether a rule names the whole variable (TF1 scopes) or its end: TF2 object paths start
+    # wherever the checkpoint put the model (`encoder/`, `model/encoder_network/`, nothing).
+    anchored: bool = True
     _compiled: tuple[tuple[re.Pattern[str], Rule], ...] = field(
         init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
-        compiled = tuple((_compile(r, self.ranges), r) for r in self.rules)
+        compiled = tuple((_compile(r, self.ranges, self.anchored), r) for r in self.rules)
         object.__setattr__(self, "_compiled", compiled)
 
     def match(self, name: str) -> tuple[Rule, Index] | None:
         """The rule for a TF variable name and its numbers ({"i": 3}), or None."""
         for pattern, rule in self._compiled:
-            m = pattern.match(name)
+            m = pattern.search(name)
             if m:
                 return rule, tuple((k, int(v)) for k, v in m.groupdict().items())
         return None
@@ -169,11 +209,11 @@ def fill(template: str, index: Index) -> str:
     return template
 
 
-def _compile(rule: Rule, ranges: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+def _compile(rule: Rule, ranges: tuple[tuple[str, str], ...], anchored: bool) -> re.Pattern[str]:
     pattern = re.escape(rule.tf)
     for key, _ in ranges:
         pattern = pattern.replace(re.escape(f"{{{key}}}"), f"(?P<{key}>[0-9]+)")
-    return re.compile(f"^{pattern}$")
+    return re.compile(f"^{pattern}$" if anchored else f"(?:^|/){pattern}$")
 
 
 @dataclass(frozen=True)
@@ -472,7 +512,7 @@ def plan(
                 raise InputError(f"{checkpoint_name}: {key} {want} from {derived_from[key]} vs "
                                  f"{found}")  # fmt: skip
             raise InputError(f"{key} {want} in {config_name} vs {found}")
-        out_shape = tuple(reversed(actual)) if rule.transform == TRANSPOSE else actual
+        out_shape = output_shape(rule.transform, actual)
         tensors.append(
             TensorPlan(_hf_name(table, rule, index, arch), name, rule.transform, out_shape,
                        variables[name].dtype.name)

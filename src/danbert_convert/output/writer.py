@@ -16,7 +16,7 @@ import numpy as np
 
 from danbert_convert._fs import HashingWriter, hashing_writer, pipelined_writer
 from danbert_convert.errors import one_line
-from danbert_convert.families.table import TRANSPOSE, TensorPlan
+from danbert_convert.families.table import TensorPlan, merged, transposes
 
 SAFETENSORS_DTYPES = {
     "float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
@@ -28,13 +28,16 @@ BIN_NAME = "pytorch_model.bin"
 
 
 def transform(t: TensorPlan, value: np.ndarray) -> np.ndarray:
-    """The output value of one planned tensor: transposed if asked, contiguous, little-endian."""
-    if value.shape != (tuple(reversed(t.shape)) if t.transform == TRANSPOSE else t.shape):
+    """The output value of one planned tensor: head axes merged and transposed if asked,
+    contiguous, little-endian."""
+    value = merged(t.transform, value)
+    flip = transposes(t.transform)
+    if value.shape != (tuple(reversed(t.shape)) if flip else t.shape):
         raise ValueError(f"{t.tf}: read shape {value.shape} does not match the plan {t.shape}")
     little = value.dtype.newbyteorder("<")
-    if t.transform == TRANSPOSE and value.ndim == 2:
+    if flip and value.ndim == 2:
         return _transpose(value, little)
-    if t.transform == TRANSPOSE:
+    if flip:
         value = value.T
     return np.ascontiguousarray(value, dtype=little)
 

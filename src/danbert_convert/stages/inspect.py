@@ -22,7 +22,7 @@ from danbert_convert.source import (
     SPM_SUFFIX,
     find_checkpoint,
     normalize_prefix,
-    read_json,
+    read_config_file,
     read_vocab,
     tokenizer_kind,
 )
@@ -136,7 +136,7 @@ def inspect_checkpoint(
     parsed: dict | None = None
     if config is not None:
         try:
-            parsed = read_json(Path(config))
+            parsed = read_config_file(Path(config))
         except InputError as e:
             problem = str(e)
     family: Family | None = None

@@ -912,7 +912,8 @@ def _source_part(st: _State, source: Source, kind: ModelKind) -> tuple[Source, M
         for part in parts:
             candidate = source if part == source.part else _reload(source, part)
             if all(candidate.config.get(k) == getattr(st.config, k, None) for k in sizes):
-                fits.append((candidate, model_kind(kind.family.model_type, name, part)))
+                fits.append((candidate, model_kind(kind.family.model_type, name, part,
+                                                   kind.family.name)))  # fmt: skip
         same = [f for f in fits if _holds_first_kernel(st, *f)] if len(fits) > 1 else fits
         if same or fits:
             return (same or fits)[0]
@@ -1059,12 +1060,13 @@ def compare(name: str, got: np.ndarray, want: np.ndarray) -> Comparison:
     return Comparison(name, diff, scale, PARITY_ATOL + PARITY_RTOL * scale)
 
 
-def _kind(st: _State, class_name: str | None = None) -> ModelKind:
+def _kind(st: _State, class_name: str | None = None, family: str | None = None) -> ModelKind:
     """The family's table entry for the model's class: what it computes, from which heads,
-    for which part (the one the conversion recorded, for a class two parts write)."""
+    for which part (the one the conversion recorded, for a class two parts write), of
+    `family` (the source's: TF1 and TF2 BERT write the same classes) where it writes them."""
     name = class_name or type(st.model).__name__
     model_type = st.config.model_type if st.config is not None else "bert"
-    return model_kind(model_type, name, _recorded_part(st))
+    return model_kind(model_type, name, _recorded_part(st), family)
 
 
 def _recorded_part(st: _State) -> str | None:
@@ -1181,7 +1183,8 @@ def _early_reference(st: _State, source: Source, reader: str) -> _Early | None:
         config = read_config_json(st.out / "config.json")
         limit = int(config["max_position_embeddings"])
         classes = config.get("architectures") or ["?"]
-        kind = model_kind(str(config.get("model_type")), str(classes[0]), _recorded_part(st))
+        kind = model_kind(str(config.get("model_type")), str(classes[0]), _recorded_part(st),
+                          source.family)  # fmt: skip
         batch = _batch(_TokenizerJson(st.out / "tokenizer.json"), danish_sample(), min(64, limit))
         act = _expected_act(st, source)
         if act not in ACTIVATIONS or kind.part != source.part:
@@ -1289,7 +1292,7 @@ def _check_parity(st: _State, reader: str) -> Check:
         return Check("parity", FAIL, "", f"unsupported hidden_act {expected_act!r}")
     actual_act = st.config.hidden_act
     try:
-        kind = _kind(st)
+        kind = _kind(st, family=source.family)
     except ValueError as e:
         return Check("parity", FAIL, "architecture", str(e))
     if kind.family.name != source.family:
