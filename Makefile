@@ -11,6 +11,13 @@ TORCH_INSTALL = pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "
 # What running needs (`make install`, `make run`), then the rest for tests and lint.
 STAMP     := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+# The TF2 test checkpoints are written by the TF Model Garden itself (tests/tfckpt_tf2.py), whose
+# releases pin an older TensorFlow than the tf extra installs; its modeling code runs on the
+# venv's TensorFlow, though. So it goes, without dependencies, into a folder that only those
+# tests put on PYTHONPATH, with the three of its dependencies that code imports and the venv
+# lacks: tf-keras (its version must match TensorFlow's), gin-config and scipy.
+MODELGARDEN := $(VENV)/modelgarden
+MODELGARDEN_SPEC ?= tf-models-official==2.20.0 tf-keras==2.21.0 gin-config==0.5.0 scipy
 
 .PHONY: install install-dev lint test dist run bench clean
 
@@ -26,6 +33,8 @@ install-dev: $(DEV_STAMP)
 
 $(DEV_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[tf,dev]"
+	rm -rf $(MODELGARDEN)
+	$(BIN)/python -m pip install -q --no-deps --target $(MODELGARDEN) $(MODELGARDEN_SPEC)
 	touch $(DEV_STAMP)
 
 lint: install-dev
