@@ -11,6 +11,15 @@ TORCH_INSTALL = pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "
 # What running needs (`make install`, `make run`), then the rest for tests and lint.
 STAMP     := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+# The TF2 test checkpoints are written by the TF Model Garden itself (tests/tfckpt_tf2.py), whose
+# releases pin an older TensorFlow than the tf extra installs; its modeling code runs on the
+# venv's TensorFlow, though. So it goes, without dependencies, into a folder that only those
+# tests put on PYTHONPATH, with the three of its dependencies that code imports and the venv
+# lacks: tf-keras (its version must match TensorFlow's), gin-config and scipy.
+# Its own stamp, so that a venv made before it gets it from the next `make install-dev`.
+MODELGARDEN := $(VENV)/modelgarden
+MODELGARDEN_SPEC ?= tf-models-official==2.20.0 tf-keras==2.21.0 gin-config==0.5.0 scipy
+MG_STAMP := $(MODELGARDEN)/.installed
 
 .PHONY: install install-dev lint test dist run bench clean
 
@@ -22,11 +31,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
 
-install-dev: $(DEV_STAMP)
+install-dev: $(DEV_STAMP) $(MG_STAMP)
 
 $(DEV_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[tf,dev]"
 	touch $(DEV_STAMP)
+
+$(MG_STAMP): $(DEV_STAMP)
+	rm -rf $(MODELGARDEN)
+	$(BIN)/python -m pip install -q --no-deps --target $(MODELGARDEN) $(MODELGARDEN_SPEC)
+	touch $(MG_STAMP)
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -109,3 +109,36 @@ def tf_reference(folder: Path, config: dict, hidden_act: str | None = None, seed
     ids, types, mask = sample_inputs(config, seed)
     return forward(reader.read, config, ids, types, mask, hidden_act=hidden_act,
                    has=names.__contains__)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def modelgarden_release(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: modelgarden_release(kind="bert", layout="trainer", *, initializer_range=0.3,
+    seed=0) -> a folder written by the TF Model Garden (tfckpt_tf2: kinds "bert", "bert_v2";
+    LAYOUTS). One subprocess per (kind, initializer_range, seed) writes every layout at once.
+
+    Without Model Garden in <venv>/modelgarden (make install-dev) the test is skipped, but
+    fails under CI: a CI run must not pass by skipping these."""
+    import tfckpt_tf2
+
+    root = tmp_path_factory.mktemp("modelgarden")
+    made: dict[tuple, dict[str, Path]] = {}
+
+    def make(kind: str = "bert", layout: str = "trainer", *, initializer_range: float = 0.3,
+             seed: int = 0) -> Path:  # fmt: skip
+        if layout not in tfckpt_tf2.LAYOUTS:
+            raise ValueError(f"layout must be one of {tfckpt_tf2.LAYOUTS}, not {layout!r}")
+        reason = tfckpt_tf2.missing_reason()
+        if reason:
+            if os.environ.get("CI"):
+                pytest.fail(reason)
+            pytest.skip(reason)
+        key = (kind, initializer_range, seed)
+        if key not in made:
+            made[key] = tfckpt_tf2.write_modelgarden(
+                root / f"{kind}-{initializer_range}-{seed}", kind,
+                initializer_range=initializer_range, seed=seed,
+            )  # fmt: skip
+        return made[key][layout]
+
+    return make
