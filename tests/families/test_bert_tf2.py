@@ -110,7 +110,7 @@ def test_pretrainer_skips_optimizer_state_and_the_untrained_encoder_pooler(
     assert {"global_step", "save_counter"} <= skipped.keys()
     slots = {n for n in skipped if "/.OPTIMIZER_SLOT/" in n}
     # an m and a v for every weight written (the encoder's pooler gets no gradient, no slots)
-    assert {f"{sources[t['name']]}/.OPTIMIZER_SLOT/{s}" for t in manifest["tensors"]
+    assert {f"{sources[t['name']]}/.OPTIMIZER_SLOT/optimizer/{s}" for t in manifest["tensors"]
             for s in ("m", "v")} == slots  # fmt: skip
 
 

@@ -216,18 +216,19 @@ def _model_garden(config: dict, where: str) -> tuple[dict, str] | None:
         if enc.get(key, plain) != plain:
             raise InputError(f"{where}: {kind}.{key} is {enc[key]!r}; transformers' BertModel "
                              f"has no equivalent (only {plain!r} converts)")  # fmt: skip
-    said = {hf: enc[mg] for mg, hf in ENCODER_KEYS.items() if mg in enc}
+    said = {k: enc[mg] for mg, k in ENCODER_KEYS.items() if mg in enc}
     act = enc.get("hidden_activation", "gelu")
+    hf = _activation(act, where)
     mlm = model.get("mlm_activation", act) if isinstance(model, dict) else act
     if mlm != act:
         raise InputError(f"{where}: mlm_activation {mlm!r} differs from hidden_activation "
                          f"{act!r}; transformers' BERT uses one activation for both")  # fmt: skip
-    for mg, hf in (("dropout_rate", "hidden_dropout_prob"),
+    for mg, key in (("dropout_rate", "hidden_dropout_prob"),
                    ("attention_dropout_rate", "attention_probs_dropout_prob"),
                    ("initializer_range", "initializer_range")):  # fmt: skip
         if mg in enc:
-            said[hf] = enc[mg]
-    return said, _activation(act, where)
+            said[key] = enc[mg]
+    return said, hf
 
 
 def _activation(name: object, where: str) -> str:
