@@ -242,60 +242,77 @@ def test_missing_and_ambiguous_names_are_one_line_errors():
 
 # --- gelu: Model Garden's is the tanh form -------------------------------------------------------
 
-# Model Garden run in a subprocess on the scratch BertEncoderV2 with its query, intermediate
-# and output kernels scaled by 40, its outputs saved beside the checkpoint. In the tiny model as
-# trained, the pre-activations are too small for exact and tanh gelu to differ measurably (below
-# 1e-6 of the outputs) and attention is near uniform (swapping two heads moves outputs ~1e-5):
-# scaled, exact gelu is 2e-4 off, tanh gelu 3e-7, a head swap 8e-4. So the tests below can fail.
+# Model Garden run in a subprocess: a fresh BertEncoder and BertEncoderV2 with two heads of 8
+# (the scratch models have 4 of 4, so heads and head_dim could be swapped unseen), every weight
+# moved off its initial value, then the query, intermediate and output kernels scaled by 10;
+# saved with Checkpoint(encoder=), Model Garden's outputs beside it. In the tiny models as
+# trained, pre-activations are too small for exact and tanh gelu to differ measurably (below
+# 1e-6 of the outputs) and attention is near uniform (swapping two heads moves outputs ~1e-5).
+# Scaled, exact gelu is 3e-4 of the outputs off, tanh gelu 3e-7, a head swap 2e-2.
+SCALED_CONFIG = {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2,
+                 "num_attention_heads": 2, "intermediate_size": 32,
+                 "max_position_embeddings": 20, "type_vocab_size": 2}  # fmt: skip
 SCALED = textwrap.dedent("""
     import json, sys
-    import numpy as np, tensorflow as tf
+    import numpy as np, tensorflow as tf, tf_keras
     from official.nlp.configs import encoders
-    src, out, scale = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    dims = json.load(open(src + "/dims.json"))
-    cfg = encoders.EncoderConfig(type="bert_v2", bert_v2=encoders.BertEncoderConfig(
-        vocab_size=dims["vocab_size"], hidden_size=dims["hidden_size"],
-        num_layers=dims["num_hidden_layers"], num_attention_heads=dims["num_attention_heads"],
-        intermediate_size=dims["intermediate_size"],
-        max_position_embeddings=dims["max_position_embeddings"],
-        type_vocab_size=dims["type_vocab_size"], dropout_rate=0.0, attention_dropout_rate=0.0))
-    encoder = encoders.build_encoder(cfg)
-    io = dict(np.load(src + "/io.npz"))
-    inputs = dict(input_word_ids=io["input_word_ids"], input_mask=io["input_mask"],
-                  input_type_ids=io["input_type_ids"])
-    encoder(inputs)
-    status = tf.train.Checkpoint(encoder=encoder).read(src + "/encoder/ckpt-1")
-    status.assert_existing_objects_matched()
-    for layer in encoder._transformer_layers:
-        for k in (layer._intermediate_dense.kernel, layer._output_dense.kernel,
-                  layer._attention_layer._query_dense.kernel):
-            k.assign(k * scale)
-    result = encoder(inputs, training=False)
-    tf.train.Checkpoint(encoder=encoder).write(out + "/ckpt")
-    np.savez(out + "/io.npz", **inputs, sequence_output=result["sequence_output"].numpy())
+    out, dims, scale = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
+    rng = np.random.default_rng(0)
+    batch, seq = 2, 8
+    inputs = dict(
+        input_word_ids=rng.integers(1, dims["vocab_size"], (batch, seq)).astype(np.int32),
+        input_mask=np.array([[1] * seq, [1] * 5 + [0] * 3], np.int32),
+        input_type_ids=np.array([[0] * 4 + [1] * 4, [0] * seq], np.int32))
+    for kind in ("bert", "bert_v2"):
+        tf_keras.utils.set_random_seed(0)
+        bert = encoders.BertEncoderConfig(
+            vocab_size=dims["vocab_size"], hidden_size=dims["hidden_size"],
+            num_layers=dims["num_hidden_layers"], num_attention_heads=dims["num_attention_heads"],
+            intermediate_size=dims["intermediate_size"],
+            max_position_embeddings=dims["max_position_embeddings"],
+            type_vocab_size=dims["type_vocab_size"], dropout_rate=0.0, attention_dropout_rate=0.0)
+        encoder = encoders.build_encoder(encoders.EncoderConfig(type=kind, **{kind: bert}))
+        encoder(inputs)
+        for v in encoder.trainable_variables:
+            v.assign(v + rng.normal(0.0, 0.05, v.shape).astype(np.float32))
+        for layer in encoder._transformer_layers:
+            for k in (layer._attention_layer._query_dense.kernel,
+                      layer._intermediate_dense.kernel, layer._output_dense.kernel):
+                k.assign(k * scale)
+        result = encoder(inputs, training=False)
+        tf.train.Checkpoint(encoder=encoder).write(f"{out}/{kind}/ckpt")
+        np.savez(f"{out}/{kind}/io.npz", **inputs,
+                 sequence_output=result["sequence_output"].numpy(),
+                 pooled_output=result["pooled_output"].numpy())
 """)
 
 
 @pytest.fixture(scope="module")
-def scaled_encoder(tmp_path_factory):
+def scaled_encoders(tmp_path_factory) -> Path:
     site = SCRATCH / "site"
-    src = SCRATCH / "exp2" / "bert_v2"
-    if not (site / "official").is_dir() or not (src / "encoder" / "ckpt-1.index").is_file():
+    if not (site / "official").is_dir():
         pytest.skip("no Model Garden (tf-models-official) to run")
     out = tmp_path_factory.mktemp("scaled")
     env = {**os.environ, "PYTHONPATH": str(site), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", SCALED, str(src), str(out), "40"], env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    args = [str(out), json.dumps(SCALED_CONFIG), "10"]
+    done = subprocess.run([sys.executable, "-c", SCALED, *args], env=env, capture_output=True,
+                          text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    return read_checkpoint(out / "ckpt"), dict(np.load(out / "io.npz"))
+    return out
 
 
-def test_model_garden_gelu_is_the_tanh_form(scaled_encoder):
-    variables, io = scaled_encoder
-    config = config_of("bert_v2")
+def scaled(folder: Path, encoder: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    return read_checkpoint(folder / encoder / "ckpt"), dict(np.load(folder / encoder / "io.npz"))
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_model_garden_gelu_is_the_tanh_form(scaled_encoders, encoder):
+    variables, io = scaled(scaled_encoders, encoder)
     want = io["sequence_output"]
-    assert_close(run(variables, config, io, hidden_act="gelu_new").sequence, want, "gelu_new")
-    exact = run(variables, config, io, hidden_act="gelu").sequence
+    got = run(variables, SCALED_CONFIG, io, hidden_act="gelu_new")
+    assert_close(got.sequence, want, "gelu_new")
+    assert_close(got.pooled, io["pooled_output"], "pooled_output")
+    exact = run(variables, SCALED_CONFIG, io, hidden_act="gelu").sequence
     diff = np.max(np.abs(exact - want))
     assert diff > 10 * RTOL * np.max(np.abs(want)), f"exact gelu off by only {diff:.3g}"
 
@@ -306,13 +323,14 @@ def swap_heads(value: np.ndarray, axis: int) -> np.ndarray:
     return np.take(value, order, axis=axis)
 
 
-def test_attention_takes_heads_from_the_kernels_axes(scaled_encoder):
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_attention_takes_heads_from_the_kernels_axes(scaled_encoders, encoder):
     """Heads 0 and 1 of the query swapped alone: the output is not Model Garden's. Swapped in
     the query, key, value and output kernels alike: it is, as attention is the same sum over
     heads. (The scaled query kernels make attention sharp enough for heads to matter: in the
     model as trained it is near uniform and a swap moves outputs by ~1e-5 only.)"""
-    variables, io = scaled_encoder
-    config = config_of("bert_v2")
+    variables, io = scaled(scaled_encoders, encoder)
+    config = SCALED_CONFIG
     want = io["sequence_output"]
     layer = "encoder/_transformer_layers/0/_attention_layer"
     swapped = dict(variables)
