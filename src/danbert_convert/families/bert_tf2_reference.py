@@ -123,7 +123,7 @@ class Paths:
             # Model Garden's 2020 Transformer layer kept its own `_attention_output_dense`.
             attention_output=self.scope(
                 "kernel", f"{attention}/_output_dense", f"{layer}/_attention_output_dense"
-            ),  # fmt: skip
+            ),
             attention_norm=self.scope("gamma", f"{layer}/_attention_layer_norm"),
             intermediate=self.scope("kernel", f"{layer}/_intermediate_dense"),
             output=self.scope("kernel", f"{layer}/_output_dense"),
