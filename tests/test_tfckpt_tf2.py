@@ -25,18 +25,18 @@ def test_trainer_checkpoint_is_base_trainers(modelgarden_release, kind):
     assert k["global_step/.ATTRIBUTES/VARIABLE_VALUE"] == []
     assert k["save_counter/.ATTRIBUTES/VARIABLE_VALUE"] == []
     # The shared word table is keyed where the saver meets it first: under masked_lm/.
-    assert k["masked_lm/embedding_table/.ATTRIBUTES/VARIABLE_VALUE"] == [40, 16]
+    assert k["masked_lm/embedding_table/.ATTRIBUTES/VARIABLE_VALUE"] == [40, 24]
     assert k["masked_lm/output_bias.Sbias/.ATTRIBUTES/VARIABLE_VALUE"] == [40]
-    assert k["model/classification_heads/0/out_proj/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [16, 2]
-    assert k["next_sentence..pooler_dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [16, 16]
+    assert k["model/classification_heads/0/out_proj/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [24, 2]
+    assert k["next_sentence..pooler_dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [24, 24]
     # Legacy AdamW: m and v beside every trained variable, shaped like it.
     table = "masked_lm/embedding_table"
-    assert k[f"{table}{SLOT}m/.ATTRIBUTES/VARIABLE_VALUE"] == [40, 16]
-    assert k[f"{table}{SLOT}v/.ATTRIBUTES/VARIABLE_VALUE"] == [40, 16]
+    assert k[f"{table}{SLOT}m/.ATTRIBUTES/VARIABLE_VALUE"] == [40, 24]
+    assert k[f"{table}{SLOT}v/.ATTRIBUTES/VARIABLE_VALUE"] == [40, 24]
     assert not any(key.startswith("model/encoder_network/") for key in k)
     layer = "layer_with_weights-4" if kind == "bert" else "_transformer_layers/0"
     query = f"encoder/{layer}/_attention_layer/_query_dense/kernel"
-    assert k[f"{query}/.ATTRIBUTES/VARIABLE_VALUE"] == [16, 4, 4]
+    assert k[f"{query}/.ATTRIBUTES/VARIABLE_VALUE"] == [24, 3, 8]
     assert f"{query}{SLOT}m/.ATTRIBUTES/VARIABLE_VALUE" in k
 
 
@@ -44,13 +44,13 @@ def test_trainer_checkpoint_is_base_trainers(modelgarden_release, kind):
 def test_encoder_and_model_checkpoints(modelgarden_release, kind):
     enc = keys(modelgarden_release(kind, "encoder") / "ckpt-1")
     word = "layer_with_weights-0" if kind == "bert" else "_embedding_layer"
-    assert enc[f"encoder/{word}/embeddings/.ATTRIBUTES/VARIABLE_VALUE"] == [40, 16]
+    assert enc[f"encoder/{word}/embeddings/.ATTRIBUTES/VARIABLE_VALUE"] == [40, 24]
     assert not any(SLOT in key for key in enc)
     assert {key.split("/")[0] for key in enc} == {"encoder", "save_counter",
                                                   "_CHECKPOINTABLE_OBJECT_GRAPH"}  # fmt: skip
 
     model = keys(modelgarden_release(kind, "model") / "ckpt-1")
-    assert model["model/masked_lm/embedding_table/.ATTRIBUTES/VARIABLE_VALUE"] == [40, 16]
+    assert model["model/masked_lm/embedding_table/.ATTRIBUTES/VARIABLE_VALUE"] == [40, 24]
     assert "model/classification_heads/0/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE" in model
     assert any(key.startswith("model/encoder_network/") for key in model)
 
@@ -62,7 +62,7 @@ def test_encoder_release_is_a_published_encoder(modelgarden_release):
     assert "save_counter/.ATTRIBUTES/VARIABLE_VALUE" not in k
     config = json.loads((folder / "bert_config.json").read_text())
     assert config["hidden_act"] == "gelu"
-    assert (config["num_attention_heads"], config["num_hidden_layers"]) == (4, 2)
+    assert (config["num_attention_heads"], config["num_hidden_layers"]) == (3, 2)
     assert (folder / "vocab.txt").read_text(encoding="utf-8").startswith("[PAD]\n")
 
 
@@ -72,7 +72,7 @@ def test_params_yaml_is_model_gardens(modelgarden_release, kind):
     params = yaml.safe_load((folder / "params.yaml").read_text())
     encoder = params["task"]["model"]["encoder"]
     assert encoder["type"] == kind
-    assert encoder[kind]["num_attention_heads"] == 4
+    assert encoder[kind]["num_attention_heads"] == 3
     assert encoder[kind]["hidden_activation"] == "gelu"
     assert params["trainer"]["optimizer_config"]["optimizer"]["type"] == "adamw"
 
@@ -80,8 +80,8 @@ def test_params_yaml_is_model_gardens(modelgarden_release, kind):
 def test_outputs(modelgarden_release):
     out = np.load(modelgarden_release("bert", "trainer") / "outputs.npz")
     B, S = out["input_word_ids"].shape
-    assert out["sequence_output"].shape == (B, S, 16)
-    assert out["pooled_output"].shape == (B, 16)
+    assert out["sequence_output"].shape == (B, S, 24)
+    assert out["pooled_output"].shape == (B, 24)
     assert out["mlm_logits"].shape == (B, S, 40)
     assert out["next_sentence"].shape == (B, 2)
     assert out["input_mask"].min() == 0 and out["input_mask"][1].all()

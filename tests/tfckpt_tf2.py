@@ -40,13 +40,14 @@ KINDS = ("bert", "bert_v2")
 LAYOUTS = ("encoder", "encoder_release", "trainer", "trainer_params", "model")
 
 # BertEncoderConfig fields (official/nlp/configs/encoders.py). vocab_size is longer than VOCAB,
-# as in tfckpt.TINY_CONFIG; 4 heads so that the einsum kernels' head axis is not trivial.
+# as in tfckpt.TINY_CONFIG; 3 heads of 8, so that the einsum kernels' head axis is not trivial
+# and a scale by 1/sqrt(heads) instead of 1/sqrt(head_dim) would show.
 TINY_DIMS = {
     "vocab_size": 40,
-    "hidden_size": 16,
+    "hidden_size": 24,
     "num_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 32,
+    "num_attention_heads": 3,
+    "intermediate_size": 48,
     "max_position_embeddings": 32,
     "type_vocab_size": 2,
 }

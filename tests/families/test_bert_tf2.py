@@ -64,7 +64,7 @@ def test_converted_model_computes_what_model_garden_computed(
     io = _outputs(src)
     config = json.loads((out / "config.json").read_text())
     assert config["hidden_act"] == "gelu_new"  # Model Garden's gelu is the tanh form
-    assert config["num_attention_heads"] == 4  # read from the einsum kernels
+    assert config["num_attention_heads"] == 3  # read from the einsum kernels
     result = _run(out, io)
     _close("sequence_output", result.hidden_states[-1], io["sequence_output"])
     if layout in ENCODERS:
@@ -140,11 +140,11 @@ def _edit_params(src: Path, dst: Path, edit) -> Path:
     ("edit", "message"),
     [
         (lambda m: m["encoder"]["bert"].update(hidden_size=32),
-         r"params.yaml: hidden_size 32 vs 16 from the shape of .*embedding"),
+         r"params.yaml: hidden_size 32 vs 24 from the shape of .*embedding"),
         (lambda m: m["encoder"]["bert"].update(num_layers=3),
          r"params.yaml: num_hidden_layers 3 vs 2 from the count of _transformer_layers"),
         (lambda m: m["encoder"]["bert"].update(num_attention_heads=2),
-         r"params.yaml: num_attention_heads 2 vs 4 from the shape of .*_query_dense/kernel"),
+         r"params.yaml: num_attention_heads 2 vs 3 from the shape of .*_query_dense/kernel"),
         (lambda m: m["encoder"]["bert"].update(norm_first=True),
          r"params.yaml: bert.norm_first is True; transformers' BertModel has no equivalent"),
         (lambda m: m["encoder"]["bert"].update(embedding_size=8),
@@ -184,7 +184,7 @@ def test_bert_config_beside_an_encoder_is_checked(modelgarden_release, tmp_path)
     cfg = json.loads((src / "bert_config.json").read_text())
     cfg["intermediate_size"] = 64
     (src / "bert_config.json").write_text(json.dumps(cfg))
-    with pytest.raises(InputError, match=r"bert_config.json: intermediate_size 64 vs 32 from "
+    with pytest.raises(InputError, match=r"bert_config.json: intermediate_size 64 vs 48 from "
                                          r"the shape of .*_intermediate_dense/kernel"):  # fmt: skip
         convert(src, tmp_path / "out")
 
@@ -211,7 +211,7 @@ def test_verify_passes_and_names_a_tampered_weight(modelgarden_release, tmp_path
     weights = load_file(out / "model.safetensors")
     name = "bert.encoder.layer.1.attention.self.query.weight"
     w = weights[name].copy()
-    w[:4], w[4:8] = weights[name][4:8], weights[name][:4]
+    w[:8], w[8:16] = weights[name][8:16], weights[name][:8]
     weights[name] = w
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
     report = verify(out)

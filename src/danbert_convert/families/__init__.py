@@ -27,6 +27,7 @@ from danbert_convert.families import (
     bert,
     bert_reference,
     bert_tf2,
+    bert_tf2_reference,
     electra,
     electra_reference,
 )
@@ -155,10 +156,23 @@ def _albert_outputs(get: Callable[[str], np.ndarray], config: dict, part: str,
             "sop": o.logits.get("sop"), "layers": o.hidden_states}  # fmt: skip
 
 
+def _bert_tf2_outputs(get: Callable[[str], np.ndarray], config: dict, part: str,
+                      batch: dict[str, np.ndarray], *, names: Collection[str],
+                      has: Callable[[str], bool], hidden_act: str) -> dict[str, Any]:  # fmt: skip
+    o = bert_tf2_reference.forward(get, config, batch["input_ids"], batch["token_type_ids"],
+                                   batch["attention_mask"], names=names, has=has,
+                                   hidden_act=hidden_act)  # fmt: skip
+    return {"sequence": o.sequence, "pooled": o.pooled, "mlm": o.mlm_logits,
+            "nsp": o.nsp_logits, "layers": o.hidden_states}  # fmt: skip
+
+
 REFERENCES = {
     "bert": Reference(_bert_outputs,
                       lambda config, part, names, has: bert_reference.variable_shapes(config, has)),
     "electra": Reference(_electra_outputs, electra_reference.variable_shapes),
+    "bert_tf2": Reference(_bert_tf2_outputs,
+                          lambda config, part, names, has: bert_tf2_reference.variable_shapes(
+                              config, names, has)),
     "albert": Reference(_albert_outputs,
                         lambda config, part, names, has: albert_reference.variable_shapes(
                             config, names, has)),
