@@ -86,6 +86,12 @@ ENCODER_RULES: tuple[Rule, ...] = (
          f"{HF_LAYER}.attention.output.dense.weight", HEADS_OUT, (A, D, H)),
     Rule(f"{LAYER}/_attention_layer/_output_dense/bias", f"{HF_LAYER}.attention.output.dense.bias",
          COPY, (H,)),
+    # Model Garden's older Transformer layer kept the same EinsumDense as an attribute of the
+    # layer itself (layers/transformer.py, 2020: `_attention_output_dense`).
+    Rule(f"{LAYER}/_attention_output_dense/kernel", f"{HF_LAYER}.attention.output.dense.weight",
+         HEADS_OUT, (A, D, H)),
+    Rule(f"{LAYER}/_attention_output_dense/bias", f"{HF_LAYER}.attention.output.dense.bias",
+         COPY, (H,)),
     *_ln(f"{LAYER}/_attention_layer_norm", f"{HF_LAYER}.attention.output.LayerNorm"),
     *_dense(f"{LAYER}/_intermediate_dense", f"{HF_LAYER}.intermediate.dense", H, INTER),
     *_dense(f"{LAYER}/_output_dense", f"{HF_LAYER}.output.dense", INTER, H),
