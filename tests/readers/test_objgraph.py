@@ -375,3 +375,29 @@ def test_paths_are_capped_and_the_walk_is_bounded(module_ckpt: Written, tmp_path
         paths = reader.paths("save_counter")
     assert len(paths) == MAX_PATHS and paths[0] == "save_counter"
     assert all(p.startswith("diamonds/") and p.count("/") == 30 for p in paths[1:])
+
+
+def test_optimizer_aliases_do_not_name_weights(module_ckpt: Written, tmp_path: Path) -> None:
+    """Without the root's `model`, the embedding's shortest unpositional path would be an alias
+    under the optimizer (as Keras 3's `_trainable_variables`, minus the list): not chosen."""
+    prefix = copy_ckpt(module_ckpt.prefix, tmp_path / "c")
+    with open_checkpoint(prefix) as reader:
+        key = reader.key("model/encoder/embedding/embeddings")
+
+    def change(g) -> None:
+        kept = [c for c in g.nodes[0].children if c.local_name != "model"]
+        del g.nodes[0].children[:]
+        g.nodes[0].children.extend(kept)
+        opt = next(c.node_id for c in kept if c.local_name == "optimizer")
+        g.nodes[opt].children.add(node_id=node_of(g, key), local_name="e")
+
+    replace_graph(prefix, change)
+    with open_checkpoint(prefix) as reader:
+        name = "encoder/embedding/embeddings"
+        assert reader.key(name) == key
+        assert reader.paths(name) == (
+            name,
+            "variables/6",
+            "encoder/layer_with_weights-0/embeddings",
+            "optimizer/e",
+        )
