@@ -128,8 +128,15 @@ def parse_object_graph(buf: bytes) -> list[TrackableNode]:
     return nodes
 
 
-def _positional(component: str, previous: str | None) -> bool:
-    return bool(_POSITIONAL.fullmatch(component)) or previous in _LISTS
+def _positional(count: int, api: bool, previous: str | None, c: str) -> tuple[int, bool]:
+    """(positional components, under keras_api) of a path after `previous` grown by `c`."""
+    api = api or c == "keras_api"
+    return count + (api or previous in _LISTS or bool(_POSITIONAL.fullmatch(c))), api
+
+
+def _rank(path: tuple[str, ...], positional: int) -> tuple[Any, ...]:
+    first = path[0] if path else ""
+    return (first == "optimizer", positional, first != "model", len(path), "/".join(path), path)
 
 
 def path_rank(path: tuple[str, ...]) -> tuple[Any, ...]:
@@ -141,13 +148,11 @@ def path_rank(path: tuple[str, ...]) -> tuple[Any, ...]:
     whole network as `model` and adds aliases like `encoder` and `masked_lm` for partial
     restores); fewest components; then by name.
     """
-    first = path[0] if path else ""
-    positional, previous, api = 0, None, False
+    count, api, previous = 0, False, None
     for c in path:
-        api = api or c == "keras_api"
-        positional += api or _positional(c, previous)
+        count, api = _positional(count, api, previous, c)
         previous = c
-    return (first == "optimizer", positional, first != "model", len(path), "/".join(path), path)
+    return _rank(path, count)
 
 
 def enumerate_paths(
@@ -160,24 +165,28 @@ def enumerate_paths(
     its best ones (exactly, unless some node has more than `max_paths` better ones).
     """
     found: list[list[tuple[str, ...]]] = [[] for _ in nodes]
-    # (rank, whose last item is the path; tie-break; node; the nodes on the path)
-    heap: list[tuple[tuple[Any, ...], int, int, tuple[int, ...]]] = [(path_rank(()), 0, 0, (0,))]
+    # (rank, whose last item is the path; tie-break; node; nodes on the path; keras_api seen)
+    Item = tuple[tuple[Any, ...], int, int, tuple[int, ...], bool]
+    heap: list[Item] = [(_rank((), 0), 0, 0, (0,), False)]
     steps = 0
     while heap:
-        rank, _, nid, on_path = heapq.heappop(heap)
+        rank, _, nid, on_path, api = heapq.heappop(heap)
         if len(found[nid]) >= max_paths:
             continue
         path: tuple[str, ...] = rank[-1]
         found[nid].append(path)
         if len(path) >= max_depth:
             continue
+        previous = path[-1] if path else None
         for child, name in nodes[nid].children:
             if child in on_path or len(found[child]) >= max_paths:
                 continue
             steps += 1
             if steps > MAX_STEPS:
                 raise ValueError(f"more than {MAX_STEPS} paths to follow")
-            heapq.heappush(heap, (path_rank((*path, name)), steps, child, (*on_path, child)))
+            count, child_api = _positional(rank[1], api, previous, name)
+            item = (_rank((*path, name), count), steps, child, (*on_path, child), child_api)
+            heapq.heappush(heap, item)
     return found
 
 
