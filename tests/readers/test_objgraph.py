@@ -401,3 +401,35 @@ def test_optimizer_aliases_do_not_name_weights(module_ckpt: Written, tmp_path: P
             "encoder/layer_with_weights-0/embeddings",
             "optimizer/e",
         )
+
+
+def test_slot_of_a_slot_is_named_through_it(module_ckpt: Written, tmp_path: Path) -> None:
+    prefix = copy_ckpt(module_ckpt.prefix, tmp_path / "c")
+    slot = "model/head/bias/.OPTIMIZER_SLOT/optimizer/m"
+    with open_checkpoint(prefix) as reader:
+        slot_key = reader.key(slot)
+
+    def change(g) -> None:
+        opt = next(c.node_id for c in g.nodes[0].children if c.local_name == "optimizer")
+        counter = node_of(g, "save_counter/.ATTRIBUTES/VARIABLE_VALUE")
+        ref = g.nodes[opt].slot_variables.add(slot_name="mm", slot_variable_node_id=counter)
+        ref.original_variable_node_id = node_of(g, slot_key)
+
+    replace_graph(prefix, change)
+    with open_checkpoint(prefix) as reader:
+        name = f"{slot}/.OPTIMIZER_SLOT/optimizer/mm"
+        assert reader.paths(name) == (name, "save_counter")
+        assert reader.read(name) == module_ckpt.values["save_counter"]
+
+
+def test_slot_cycle_is_refused(module_ckpt: Written, tmp_path: Path) -> None:
+    prefix = copy_ckpt(module_ckpt.prefix, tmp_path / "c")
+
+    def change(g) -> None:
+        counter = node_of(g, "save_counter/.ATTRIBUTES/VARIABLE_VALUE")
+        g.nodes[0].slot_variables.add(original_variable_node_id=counter, slot_name="s",
+                                      slot_variable_node_id=counter)  # fmt: skip
+
+    replace_graph(prefix, change)
+    with pytest.raises(InputError, match=r"bad object graph: slot variables nested over 8 deep"):
+        open_checkpoint(prefix)

@@ -33,6 +33,7 @@ ATTRIBUTE_MARK = ".ATTRIBUTES"
 MAX_PATHS = 64
 """Paths kept per node: aliases are few, but a graph may join them into many combinations."""
 MAX_DEPTH = 64
+MAX_SLOT_NESTING = 8
 MAX_STEPS = 1 << 20
 """Paths looked at in all, so that a hostile graph cannot make the walk run for hours."""
 
@@ -202,30 +203,30 @@ def object_names(
     A variable is named by its paths; a legacy optimizer's slot (which has no path of its own)
     by its variable's name, `.OPTIMIZER_SLOT`, the optimizer's path and the slot name, as
     TensorFlow keys it; any other attribute by its node's names, `.ATTRIBUTES`, and its name.
-    Raises ValueError when two attributes name one key.
+    Raises ValueError when two attributes name one key, or slots nest too deep.
     """
-    slots: dict[int, list[tuple[int, SlotVariable]]] = {}
-    for oid, node in enumerate(nodes):
-        for ref in node.slot_variables:
-            slots.setdefault(ref.slot, []).append((oid, ref))
-    memo: dict[int, list[str]] = {}
+    refs = [(oid, ref) for oid, node in enumerate(nodes) for ref in node.slot_variables]
+    own = [["/".join(p) for p in node_paths] for node_paths in paths]  # "" is the root
+    slot_names: dict[int, list[str]] = {}
+    # A slot's name needs its variable's, which may be a slot's (of a slot...): each round
+    # settles one more level.
+    for _ in range(MAX_SLOT_NESTING + 1):
+        found: dict[int, list[str]] = {}
+        for oid, ref in refs:
+            original = [n for n in slot_names.get(ref.original, []) + own[ref.original] if n]
+            if original:
+                opt = own[oid][0] if own[oid] else ""
+                tail = f"{opt}/{ref.slot_name}" if opt else ref.slot_name
+                found.setdefault(ref.slot, []).append(f"{original[0]}/{SLOT_MARK}/{tail}")
+        if found == slot_names:
+            break
+        slot_names = found
+    else:
+        raise ValueError(f"slot variables nested over {MAX_SLOT_NESTING} deep, or in a cycle")
 
-    def names_of(nid: int, depth: int = 0) -> list[str]:
-        """The node's names, best first ("" for the root)."""
-        if nid in memo:
-            return memo[nid]
-        out: list[str] = []
-        if depth < 8:  # slots of slots are possible; a cycle of them is not
-            for oid, ref in slots.get(nid, ()):
-                original = [n for n in names_of(ref.original, depth + 1) if n]
-                if original:
-                    opt = "/".join(paths[oid][0]) if paths[oid] else ""
-                    tail = f"{opt}/{ref.slot_name}" if opt else ref.slot_name
-                    out.append(f"{original[0]}/{SLOT_MARK}/{tail}")
-        out += ["/".join(p) for p in paths[nid]]
-        if depth == 0:
-            memo[nid] = out
-        return out
+    def names_of(nid: int) -> list[str]:
+        """The node's names, best first."""
+        return slot_names.get(nid, []) + own[nid]
 
     named: dict[str, tuple[int, tuple[str, ...]]] = {}
     for nid, node in enumerate(nodes):
