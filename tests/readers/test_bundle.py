@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -480,6 +481,105 @@ def test_unsupported_dtype_is_listed_and_refused(tmp_path: Path) -> None:
         assert reader.read("x").tolist() == [1.0, 1.0]
         with pytest.raises(InputError, match=r"variable name has dtype string, which"):
             reader.read("name")
+
+
+def test_read_string_matches_tensorflow(tmp_path: Path) -> None:
+    """String vectors and scalars, empty and non-ASCII elements and one past 127 bytes (a
+    two-byte length), read natively and by TensorFlow; `read` still refuses them."""
+    long = bytes(range(256)) * 3
+    values = {
+        "names": np.array([b"abc", b"", "æøå".encode(), long], dtype=object),
+        "one": np.array(b"scalar", dtype=object),
+        "none": np.array([], dtype=object),
+        "x": np.ones(2, np.float32),
+    }
+    save_tf1_checkpoint(tmp_path / "model.ckpt", values)
+    tf_reader = TensorFlowReader(tmp_path / "model.ckpt")
+    with BundleReader(tmp_path / "model.ckpt") as reader:
+        assert reader.read_string("names") == [b"abc", b"", "æøå".encode(), long]
+        assert reader.read_string("one") == [b"scalar"]
+        assert reader.read_string("none") == []
+        for name in ("names", "one", "none"):
+            assert reader.read_string(name) == tf_reader.read_string(name), name
+            with pytest.raises(InputError, match=rf"variable {name} has dtype string, which"):
+                reader.read(name)
+        with pytest.raises(
+            InputError, match=r"model\.ckpt\.index: variable x has dtype float32, not"
+        ):
+            reader.read_string("x")
+    with pytest.raises(InputError, match=r"variable x has dtype float32 and shape \[2\]; only"):
+        tf_reader.read_string("x")
+
+
+@pytest.mark.parametrize(
+    ("where", "why"),
+    [
+        (0, r"CRC-32C mismatch in the lengths \(stored"),  # the first length
+        (4, r"CRC-32C mismatch in the lengths \(stored"),  # the lengths' checksum
+        (-1, r"CRC-32C mismatch \(stored"),  # the last string byte
+    ],
+)
+def test_corrupt_string_names_file_and_variable(tmp_path: Path, where: int, why: str) -> None:
+    save_tf1_checkpoint(tmp_path / "m", {"s": np.array([b"ab", b"cdef"], dtype=object)})
+    with BundleReader(tmp_path / "m") as reader:
+        e = reader.entry("s")
+        assert e.size == 2 + 4 + 6  # two one-byte lengths, the checksum, the bytes
+        flip_byte(reader.data_path(0), e.offset + where % e.size)
+        with pytest.raises(InputError) as err:
+            reader.read_string("s")
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'm'}.data-00000-of-00001: string variable s (12 bytes")
+    assert re.search(why, msg) and "\n" not in msg, msg
+
+
+def test_string_lengths_must_add_up_to_the_entry(tmp_path: Path) -> None:
+    """Lengths whose CRC is right but that claim more bytes than the entry holds."""
+    save_tf1_checkpoint(tmp_path / "m", {"s": np.array([b"ab", b"cdef"], dtype=object)})
+    with BundleReader(tmp_path / "m") as reader:
+        e = reader.entry("s")
+        data = bytearray(reader.data_path(0).read_bytes())
+        lengths = bytes([2, 40])
+        crc = crc32c(struct.pack("<II", 2, 40))
+        data[e.offset : e.offset + 6] = lengths + struct.pack("<I", mask_crc(crc))
+        reader.data_path(0).write_bytes(bytes(data))
+        with pytest.raises(InputError, match=r"string variable s \(12 bytes at offset \d+\): "
+                           r"element lengths add up to 48 bytes with their header: the data "
+                           r"file is corrupt$"):  # fmt: skip
+            reader.read_string("s")
+
+
+def test_string_entry_claiming_more_than_its_shard_holds(tmp_path: Path) -> None:
+    """A 4 GB string claimed by a tiny shard: refused before a buffer is allocated for it
+    (in a child whose address space could not hold that buffer); a count of elements the
+    entry's size cannot hold is refused before anything is read."""
+    prefix = tmp_path / "m"
+    save_tf1_checkpoint(prefix, {"s": np.array([b"ab", b"cdef"], dtype=object)})
+    with BundleReader(prefix) as reader:
+        e = reader.entry("s")
+        shard_size = reader.data_path(0).stat().st_size
+    claim = entry_proto(7, (2,), 0, e.offset, 1 << 32, e.crc32c)
+    _rebuild_index(prefix, lambda key, value: claim if key == b"s" else value)
+    r = _limited_child(
+        f"""
+        from danbert_convert.readers.bundle import BundleReader
+        with BundleReader({str(prefix)!r}) as reader:
+            reader.read_string("s")
+        """
+    )
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"danbert_convert.errors.InputError: {prefix}.data-00000-of-00001: truncated data shard: "
+        f"variable s needs bytes {e.offset}..{e.offset + (1 << 32)}, the file ends at {shard_size}"
+    )
+    many = entry_proto(7, (1 << 40,), 0, e.offset, e.size, e.crc32c)
+    _rebuild_index(prefix, lambda key, value: many if key == b"s" else value)
+    with (
+        BundleReader(prefix) as reader,
+        pytest.raises(
+            InputError,
+            match=r"string variable s: index says 12 bytes, too few for 1099511627776 el",
+        ),
+    ):
+        reader.read_string("s")
 
 
 # --- corruption ---------------------------------------------------------------------------

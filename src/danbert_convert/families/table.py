@@ -300,6 +300,14 @@ SKIP_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^global_step$"), "training step counter"),
     (re.compile(r"(^|/)(bad_steps|good_steps|loss_scale|current_loss_scale)$"),
      "mixed-precision loss-scaling state"),
+    # TensorFlow 2 object-based checkpoints, named by object path (readers/objgraph.py).
+    (re.compile(r"(^|/)\.OPTIMIZER_SLOT/"), "optimizer slot"),
+    (re.compile(r"^optimizer/"), "optimizer state"),
+    (re.compile(r"^save_counter$"), "checkpoint save counter"),
+    (re.compile(r"^_CHECKPOINTABLE_OBJECT_GRAPH$"), "object graph (read for the variable names)"),
+    # A variable's own key (.../.ATTRIBUTES/VARIABLE_VALUE) appears only when no object path
+    # names it: that one stays unrecognised.
+    (re.compile(r"(^|/)\.ATTRIBUTES/(?!VARIABLE_VALUE$)"), "object metadata, not a weight"),
 )  # fmt: skip
 
 # What a weight may be stored as; an integer embedding table is no model.

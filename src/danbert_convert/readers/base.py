@@ -1,9 +1,9 @@
-"""The reader interface for TensorFlow 1 name-based checkpoints, and choosing a reader.
+"""The reader interface for TensorFlow checkpoints, and choosing a reader.
 
 A reader lists variables (name, shape, dtype) and reads one variable at a time as a numpy
 array. `open_checkpoint` picks an implementation (readers/bundle.py, the native one, or
-readers/tensorflow.py); each is imported only when used, so that neither imports this
-module's users back.
+readers/tensorflow.py), wrapped in readers/objgraph.py's for a TensorFlow 2 object-based
+checkpoint; each is imported only when used, so that neither imports this module's users back.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ class CheckpointReader(Protocol):
         work on other threads); raises InputError naming the file and variable on failure."""
         ...
 
+    def read_string(self, name: str) -> list[bytes]:
+        """The elements of a string variable (a scalar or 1-D); `read` refuses strings."""
+        ...
+
     def data_file(self, name: str) -> Path:
         """The file that holds the variable's bytes, for messages about its values."""
         ...
@@ -102,15 +106,28 @@ def check_finite(value: np.ndarray, name: str, where: Callable[[], object]) -> N
 
 
 def open_checkpoint(prefix: Path, reader: str = "auto") -> CheckpointReader:
-    """Open the checkpoint at `prefix` with the chosen reader implementation."""
+    """Open the checkpoint at `prefix` with the chosen reader implementation; a TensorFlow 2
+    object-based checkpoint comes wrapped in an `ObjectGraphReader` (variables named by their
+    object paths)."""
     prefix = normalize_prefix(Path(prefix))
     if reader not in READERS:
         raise ValueError(f"unknown reader {reader!r}; choose from {', '.join(READERS)}")
+    opened: CheckpointReader
     if reader in ("auto", "native"):
         # "auto" is the native reader, with no fallback: TensorFlow is an optional extra.
         from danbert_convert.readers.bundle import BundleReader
 
-        return BundleReader(prefix)
-    from danbert_convert.readers.tensorflow import TensorFlowReader
+        opened = BundleReader(prefix)
+    else:
+        from danbert_convert.readers.tensorflow import TensorFlowReader
 
-    return TensorFlowReader(prefix)
+        opened = TensorFlowReader(prefix)
+    from danbert_convert.readers.objgraph import OBJECT_GRAPH_KEY, ObjectGraphReader
+
+    if OBJECT_GRAPH_KEY not in opened.variables():
+        return opened
+    try:
+        return ObjectGraphReader(opened)
+    except BaseException:
+        opened.close()
+        raise

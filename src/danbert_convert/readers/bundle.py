@@ -13,7 +13,8 @@ Decisions:
   TensorFlow computes over the bytes as they lie in the file.
 - Partitioned (sliced) variables are listed with their full shape but refused by `read`.
 - Variables of other dtypes (string, resource, quantized, ...) are listed with dtype object
-  and refused by `read`, so a checkpoint holding one can still be inspected.
+  and refused by `read`, so a checkpoint holding one can still be inspected. Strings (the
+  object graph of a TensorFlow 2 checkpoint) are read by `read_string` instead.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ _NUMPY_DTYPES: dict[int, np.dtype] = {
     23: np.dtype(np.uint64),
 }
 DT_BFLOAT16 = 14
+_STRING = 7
 # Names of the dtypes we list but cannot read, for error messages.
 _OTHER_DTYPE_NAMES = {
     7: "string",
@@ -482,19 +484,7 @@ class BundleReader:
                 f"{self.index_path}: variable {name}: index says {entry.size} bytes, but shape "
                 f"{list(entry.shape)} of {_dtype_name(entry.dtype)} takes {count * stored.itemsize}"
             )
-        fd = self._fd(entry.shard_id, name)
-        # The index's numbers are untrusted: nothing is allocated for bytes the shard lacks.
-        try:
-            end = os.fstat(fd).st_size
-        except OSError as e:
-            raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-        if entry.offset + entry.size > end:
-            raise InputError(
-                f"{path}: truncated data shard: variable {name} needs bytes {entry.offset}.."
-                f"{entry.offset + entry.size}, the file ends at {end}"
-            )
-        buf = np.empty(entry.size, dtype=np.uint8)
-        self._read_into(fd, buf, entry.offset, path, name)
+        buf = self._read_entry(entry, path, name)
         actual = mask_crc(crc32c(buf))
         if actual != entry.crc32c:
             raise InputError(
@@ -508,6 +498,86 @@ class BundleReader:
         if entry.dtype == DT_BFLOAT16:
             array = _bfloat16_to_float32(array)
         return array
+
+    def read_string(self, name: str) -> list[bytes]:
+        """The elements of a string variable (a scalar or 1-D), checked against both CRCs.
+
+        Layout (TensorFlow's tensor_bundle.cc, WriteStringTensor): a varint64 length per
+        element, the masked CRC-32C of those lengths (each as a little-endian uint32, or uint64
+        when it does not fit), then the bytes. The entry's CRC continues the lengths' CRC over
+        the 4 checksum bytes and then the bytes, so it is not the CRC of the stored bytes.
+        """
+        entry = self.entry(name)
+        if entry.dtype != _STRING:
+            raise InputError(
+                f"{self.index_path}: variable {name} has dtype {_dtype_name(entry.dtype)}, "
+                "not string"
+            )
+        if entry.num_slices or len(entry.shape) > 1:
+            raise InputError(
+                f"{self.index_path}: string variable {name} has shape {list(entry.shape)} in "
+                f"{entry.num_slices} slices; only whole scalars and vectors are read"
+            )
+        count = math.prod(entry.shape)
+        path = self.data_path(entry.shard_id)
+        # Each element takes at least its one-byte length, and the checksum 4 bytes: a count
+        # the entry cannot hold is refused before anything is read for it.
+        if entry.size < count + 4:
+            raise InputError(
+                f"{path}: string variable {name}: index says {entry.size} bytes, too few for "
+                f"{count} elements"
+            )
+        raw = self._read_entry(entry, path, name).tobytes()
+
+        def bad(why: str) -> InputError:
+            return InputError(f"{path}: string variable {name} ({entry.size} bytes at offset "
+                              f"{entry.offset}): {why}: the data file is corrupt")  # fmt: skip
+
+        lengths: list[int] = []
+        crc, pos = 0, 0
+        try:
+            for _ in range(count):
+                n, pos = read_varint(raw, pos)
+                lengths.append(n)
+                crc = crc32c(struct.pack("<I" if n <= 0xFFFFFFFF else "<Q", n), crc)
+        except ValueError as e:
+            raise bad(f"bad element length ({e})") from None
+        if pos + 4 > len(raw):
+            raise bad("lengths run into the end of the entry")
+        (stored,) = struct.unpack_from("<I", raw, pos)
+        if stored != mask_crc(crc):
+            raise bad(f"CRC-32C mismatch in the lengths (stored {stored:#010x}, computed "
+                      f"{mask_crc(crc):#010x})")  # fmt: skip
+        crc = crc32c(raw[pos : pos + 4], crc)
+        pos += 4
+        if pos + sum(lengths) != len(raw):
+            raise bad(f"element lengths add up to {pos + sum(lengths)} bytes with their header")
+        crc = crc32c(raw[pos:], crc)
+        if mask_crc(crc) != entry.crc32c:
+            raise bad(f"CRC-32C mismatch (stored {entry.crc32c:#010x}, computed "
+                      f"{mask_crc(crc):#010x})")  # fmt: skip
+        out = []
+        for n in lengths:
+            out.append(raw[pos : pos + n])
+            pos += n
+        return out
+
+    def _read_entry(self, entry: BundleEntry, path: Path, name: str) -> np.ndarray:
+        """The entry's bytes (CRC not checked yet), in a new buffer."""
+        fd = self._fd(entry.shard_id, name)
+        # The index's numbers are untrusted: nothing is allocated for bytes the shard lacks.
+        try:
+            end = os.fstat(fd).st_size
+        except OSError as e:
+            raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+        if entry.offset + entry.size > end:
+            raise InputError(
+                f"{path}: truncated data shard: variable {name} needs bytes {entry.offset}.."
+                f"{entry.offset + entry.size}, the file ends at {end}"
+            )
+        buf = np.empty(entry.size, dtype=np.uint8)
+        self._read_into(fd, buf, entry.offset, path, name)
+        return buf
 
     def close(self) -> None:
         fds, self._fds = self._fds, {}

@@ -63,6 +63,17 @@ class TensorFlowReader:
         except Exception as e:
             raise InputError(f"{self.prefix}: variable {name}: {one_line(e)}") from e
 
+    def read_string(self, name: str) -> list[bytes]:
+        """The elements of a string variable (a scalar or 1-D)."""
+        info = self._vars.get(name)
+        if info is not None and (info.stored_dtype != "string" or len(info.shape) > 1):
+            raise InputError(
+                f"{self.prefix}: variable {name} has dtype {info.stored_dtype} and shape "
+                f"{list(info.shape)}; only string scalars and vectors are read as strings"
+            )
+        value = self.read(name)
+        return [bytes(v) for v in value.reshape(-1)]
+
     def data_file(self, name: str) -> Path:
         # TensorFlow does not say which shard holds a variable; one shard is the usual case.
         shards = data_files(self.prefix)
