@@ -225,7 +225,7 @@ def convert(
             )
         tok = _tokenizer(source, lowercase, strip_accents, warnings)
 
-        reader_name = type(ckpt).__name__
+        reader_name = type(getattr(ckpt, "inner", ckpt)).__name__  # an ObjectGraphReader wraps one
         act = hidden_act or source.config.get("hidden_act", "gelu")
         if act not in HIDDEN_ACTS:
             raise InputError(
