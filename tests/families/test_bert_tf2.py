@@ -13,7 +13,7 @@ import yaml
 
 from danbert_convert.errors import InputError
 from danbert_convert.stages.convert import convert
-from danbert_convert.stages.inspect import inspect_checkpoint
+from danbert_convert.stages.inspect import OPTIMIZER, OTHER, inspect_checkpoint
 from danbert_convert.stages.verify import verify
 
 # transformers in float32 against Model Garden in float32: rounding of two float32 forward
@@ -227,3 +227,6 @@ def test_inspect_lists_object_paths_and_targets(modelgarden_release):
     assert by_name[query].maps_to == "bert.encoder.layer.1.attention.self.query.weight"
     assert listing.problem is None
     assert all(not n.endswith("/.ATTRIBUTES/VARIABLE_VALUE") for n in by_name)
+    assert by_name[f"{query}/.OPTIMIZER_SLOT/optimizer/m"].kind == OPTIMIZER
+    assert by_name["save_counter"].kind == OPTIMIZER  # training state
+    assert by_name["_CHECKPOINTABLE_OBJECT_GRAPH"].kind == OTHER

@@ -216,8 +216,8 @@ def test_a_checkpoint_of_no_known_family_is_a_problem_not_an_error(tmp_path: Pat
     doc = json.loads(out)
     assert doc["family"] is None
     assert doc["problem"].endswith(
-        "model.ckpt.index: not a checkpoint of a family danbert knows (ALBERT, BERT, ELECTRA) "
-        "(variables like roberta/x)"
+        "model.ckpt.index: not a checkpoint of a family danbert knows (ALBERT, BERT, ELECTRA, "
+        "Model Garden BERT) (variables like roberta/x)"
     )
 
 

@@ -290,6 +290,8 @@ def check_fixed(config: dict, config_name: str, title: str, fixed: dict | None =
                              f"modeling.py computes {what})")  # fmt: skip
 
 
+OBJECT_GRAPH_REASON = "object graph (read for the variable names)"
+METADATA_REASON = "object metadata, not a weight"
 # Variables that are not model weights, by the last part of their name.
 SKIP_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(^|/)adam_[mv]$"), "Adam optimizer slot"),
@@ -304,11 +306,13 @@ SKIP_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(^|/)\.OPTIMIZER_SLOT/"), "optimizer slot"),
     (re.compile(r"^optimizer/"), "optimizer state"),
     (re.compile(r"^save_counter$"), "checkpoint save counter"),
-    (re.compile(r"^_CHECKPOINTABLE_OBJECT_GRAPH$"), "object graph (read for the variable names)"),
+    (re.compile(r"^_CHECKPOINTABLE_OBJECT_GRAPH$"), OBJECT_GRAPH_REASON),
     # A variable's own key (.../.ATTRIBUTES/VARIABLE_VALUE) appears only when no object path
     # names it: that one stays unrecognised.
-    (re.compile(r"(^|/)\.ATTRIBUTES/(?!VARIABLE_VALUE$)"), "object metadata, not a weight"),
+    (re.compile(r"(^|/)\.ATTRIBUTES/(?!VARIABLE_VALUE$)"), METADATA_REASON),
 )  # fmt: skip
+# The skip reasons above that are not training state (inspect lists them apart).
+NOT_TRAINING_STATE = (OBJECT_GRAPH_REASON, METADATA_REASON)
 
 # What a weight may be stored as; an integer embedding table is no model.
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from danbert_convert.errors import InputError
 from danbert_convert.families import CONFIG_NAMES, detect
-from danbert_convert.families.table import Family, plan, skip_reason
+from danbert_convert.families.table import NOT_TRAINING_STATE, Family, plan, skip_reason
 from danbert_convert.output.tokenizer import VocabReport, vocab_report
 from danbert_convert.readers.base import open_checkpoint
 from danbert_convert.source import (
@@ -195,7 +195,8 @@ def inspect_checkpoint(
     for name, info in infos.items():
         dtype, size = info.stored
         target, reason = maps.get(name), skipped.get(name)
-        kind = WEIGHTS if target else OPTIMIZER if skip_reason(name) else OTHER
+        training = skip_reason(name) not in (None, *NOT_TRAINING_STATE)
+        kind = WEIGHTS if target else OPTIMIZER if training else OTHER
         on = [p for p in parts.get(name, []) if p]
         variables.append(Variable(name, list(info.shape), dtype, size, target, reason, kind, on))
     architecture = next(iter(architectures.values()), None)
