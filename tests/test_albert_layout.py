@@ -2,7 +2,7 @@
 table (this test's own, not the converter's) turns them into AlbertForPreTraining models whose
 outputs equal the independent TensorFlow reference (albert_reference.py).
 
-This proves the table in /work/wt/notes/albert.md and the reference before a converter exists.
+This proves the family table and the reference before a converter exists.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The Model Garden fixtures (tfckpt_tf2) write what Model Garden writes (/work/wt/notes/tf2.md
-§2.1): keys as its savers choose them, optimizer slots, and its outputs on fixed inputs."""
+"""The Model Garden fixtures (tfckpt_tf2) write what Model Garden writes: keys as its savers
+choose them, optimizer slots, and its outputs on fixed inputs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Tiny ALBERT checkpoints written by TensorFlow, named as google-research/albert names them
-(modeling.py, run_pretraining.py; see /work/wt/notes/albert.md).
+(modeling.py, run_pretraining.py).
 
 Layers share weights by group: `bert/encoder/transformer/group_G/inner_group_I/...` holds one
 attention + feed-forward block, and layer i runs group int(i / L * G)'s inner groups in turn.

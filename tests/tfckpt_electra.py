@@ -1,5 +1,5 @@
 """Tiny ELECTRA pre-training checkpoints written by TensorFlow, named as google-research/electra
-names them (model/modeling.py, run_pretraining.py; see /work/wt/notes/electra.md).
+names them (model/modeling.py, run_pretraining.py).
 
 One checkpoint holds both networks: the discriminator under `electra/` with
 `discriminator_predictions/dense{,_1}`, the generator under `generator/` with

@@ -11,7 +11,8 @@ Releases ship no config file: sizes come from the shapes, the head count from EL
 rule `max(1, hidden_size // 64)` (util/training_utils.get_bert_config and
 run_pretraining.get_generator_config) unless a config says otherwise — run_pretraining.py's
 `--hparams` JSON, a BertConfig-style JSON or a transformers config.json.
-Sources, commit 8a46635 of google-research/electra: /work/wt/notes/electra.md.
+Sources: google-research/electra at commit 8a46635 (model/modeling.py, run_pretraining.py,
+configure_pretraining.py).
 """
 
 from __future__ import annotations
