@@ -233,7 +233,7 @@ def convert(
                 f"override with --hidden-act ({', '.join(HIDDEN_ACTS)})"
             )
         if source.config_origin:
-            log.info("%s %s: %s", fam.title, source.part, "; ".join(
+            log.info("%s: %s", " ".join(filter(None, (fam.title, source.part))), "; ".join(
                 f"{k} {source.config[k]} from {v}" for k, v in source.config_origin.items()
             ))  # fmt: skip
         table = fam.table(variables.keys(), source.part, source.config)
