@@ -9,6 +9,7 @@ computed). Not a test module.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import types
@@ -86,6 +87,12 @@ def main(root: Path, cases: list[str]) -> None:
             holder = tf.Module()
             holder.head = tf.Variable(tf.ones([H, 5]))
             tf.train.Checkpoint(encoder=enc, optimizer=holder).save(str(folder / "ckpt"))
+            # a published encoder's config, so that only the variable is in question
+            bert_config = {"vocab_size": V, "hidden_size": H, "num_hidden_layers": L,
+                           "num_attention_heads": A, "intermediate_size": INTER,
+                           "max_position_embeddings": P, "type_vocab_size": 2,
+                           "hidden_act": "gelu"}  # fmt: skip
+            (folder / "bert_config.json").write_text(json.dumps(bert_config))
         else:
             raise SystemExit(f"unknown case {case!r}")
         (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")

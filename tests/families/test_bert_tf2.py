@@ -24,6 +24,16 @@ PRETRAINERS = ("trainer", "trainer_params", "model")
 ENCODERS = ("encoder", "encoder_release")
 
 
+def _config(src: Path) -> Path | None:
+    """The config a layout without its own gets: the same model's, from the sibling layouts
+    the fixture wrote (the trainer's params.yaml; the published encoder's bert_config.json)."""
+    if (src / "params.yaml").is_file() or (src / "bert_config.json").is_file():
+        return None
+    if src.name in ENCODERS:
+        return src.parent / "encoder_release" / "bert_config.json"
+    return src.parent / "trainer_params" / "params.yaml"
+
+
 def _outputs(folder: Path) -> dict[str, np.ndarray]:
     with np.load(folder / "outputs.npz") as npz:
         return {k: npz[k] for k in npz.files}
@@ -60,7 +70,7 @@ def test_converted_model_computes_what_model_garden_computed(
 ):
     src = modelgarden_release(kind, layout)
     out = tmp_path / "out"
-    convert(src, out)
+    convert(src, out, config=_config(src))
     io = _outputs(src)
     config = json.loads((out / "config.json").read_text())
     assert config["hidden_act"] == "gelu_new"  # Model Garden's gelu is the tanh form
@@ -79,7 +89,7 @@ def test_converted_model_computes_what_model_garden_computed(
 
 def test_exact_gelu_would_not_match(modelgarden_release, tmp_path):
     """The comparison above can fail: exact gelu instead of Model Garden's tanh form."""
-    src = modelgarden_release("bert", "trainer")
+    src = modelgarden_release("bert", "trainer_params")
     convert(src, tmp_path / "out", hidden_act="gelu")
     io = _outputs(src)
     result = _run(tmp_path / "out", io)
@@ -90,7 +100,7 @@ def test_exact_gelu_would_not_match(modelgarden_release, tmp_path):
 def test_pretrainer_skips_optimizer_state_and_the_untrained_encoder_pooler(
     modelgarden_release, tmp_path
 ):
-    src = modelgarden_release("bert", "trainer")
+    src = modelgarden_release("bert", "trainer_params")
     convert(src, tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / "danbert-manifest.json").read_text())
     sources = {t["name"]: t["source"] for t in manifest["tensors"]}
@@ -115,7 +125,7 @@ def test_pretrainer_skips_optimizer_state_and_the_untrained_encoder_pooler(
 
 
 def test_encoder_alone_of_a_pretrainer_takes_the_trained_pooler(modelgarden_release, tmp_path):
-    src = modelgarden_release("bert", "trainer")
+    src = modelgarden_release("bert", "trainer_params")
     convert(src, tmp_path / "out", heads="none")
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["architectures"] == ["BertModel"]
@@ -146,9 +156,26 @@ def _edit_params(src: Path, dst: Path, edit) -> Path:
         (lambda m: m["encoder"]["bert"].update(num_attention_heads=2),
          r"params.yaml: num_attention_heads 2 vs 3 from the shape of .*_query_dense/kernel"),
         (lambda m: m["encoder"]["bert"].update(norm_first=True),
-         r"params.yaml: bert.norm_first is True; transformers' BertModel has no equivalent"),
+         r"params.yaml: the encoder's norm_first is True; transformers' BertModel has no "
+         r"equivalent"),
         (lambda m: m["encoder"]["bert"].update(embedding_size=8),
-         r"params.yaml: bert.embedding_size is 8"),
+         r"params.yaml: the encoder's embedding_size is 8"),
+        (lambda m: m["encoder"]["bert"].update(output_range=1),
+         r"params.yaml: the encoder's output_range is 1"),
+        (lambda m: m["cls_heads"][0].update(name="sentiment"),
+         r"params.yaml: cls_heads\[0\] name is 'sentiment'; transformers' BertForPreTraining"),
+        (lambda m: m["cls_heads"][0].update(cls_token_idx=1),
+         r"params.yaml: cls_heads\[0\] cls_token_idx is 1"),
+        (lambda m: m["cls_heads"][0].update(activation="gelu"),
+         r"params.yaml: cls_heads\[0\] activation is 'gelu'"),
+        (lambda m: m["cls_heads"][0].pop("inner_dim"),
+         r"params.yaml: cls_heads\[0\] inner_dim is 0"),
+        (lambda m: m["cls_heads"].append(dict(m["cls_heads"][0])),
+         r"params.yaml: 2 cls_heads"),
+        (lambda m: m.pop("cls_heads"),
+         r"params.yaml: no cls_heads, but the checkpoint has classification_heads/0"),
+        (lambda m: m["encoder"].update(bert=[1]),
+         r"params.yaml: bert is \[1\], not a mapping"),
         (lambda m: m["encoder"]["bert"].update(hidden_activation="swishy"),
          r"params.yaml: activation 'swishy' is not supported"),
         (lambda m: m.update(mlm_activation="relu"),
@@ -178,6 +205,23 @@ def test_params_yaml_activation_is_used(modelgarden_release, tmp_path):
     assert config["initializer_range"] == 0.3
 
 
+@pytest.mark.parametrize("layout", ["encoder", "trainer", "model"])
+def test_a_checkpoint_alone_is_refused(modelgarden_release, tmp_path, layout):
+    """Nothing in the variables says norm_first or the activation: a config is needed."""
+    with pytest.raises(InputError, match=r"ckpt-1.index: a Model Garden checkpoint does not "
+                                         r"record its encoder's settings .* --config"):  # fmt: skip
+        convert(modelgarden_release("bert", layout), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bert_config_cannot_describe_a_sentence_head(modelgarden_release, tmp_path):
+    src = modelgarden_release("bert", "trainer")
+    config = src.parent / "encoder_release" / "bert_config.json"
+    with pytest.raises(InputError, match=r"bert_config.json: a BertConfig does not say how the "
+                                         r"checkpoint's classification_heads/0 pools"):  # fmt: skip
+        convert(src, tmp_path / "out", config=config)
+
+
 def test_bert_config_beside_an_encoder_is_checked(modelgarden_release, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(modelgarden_release("bert", "encoder_release"), src)
@@ -200,7 +244,7 @@ def test_yaml_aliases_are_refused(modelgarden_release, tmp_path):
 def test_verify_passes_and_names_a_tampered_weight(modelgarden_release, tmp_path):
     from safetensors.numpy import load_file, save_file
 
-    src = modelgarden_release("bert_v2", "trainer")
+    src = modelgarden_release("bert_v2", "trainer_params")
     out = tmp_path / "out"
     convert(src, out)
     report = verify(out)
@@ -220,7 +264,7 @@ def test_verify_passes_and_names_a_tampered_weight(modelgarden_release, tmp_path
 
 
 def test_inspect_lists_object_paths_and_targets(modelgarden_release):
-    listing = inspect_checkpoint(modelgarden_release("bert", "trainer"))
+    listing = inspect_checkpoint(modelgarden_release("bert", "trainer_params"))
     by_name = {v.name: v for v in listing.variables}
     query = next(n for n in by_name if n.endswith("_transformer_layers/1/_attention_layer/"
                                                   "_query_dense/kernel"))  # fmt: skip

@@ -13,7 +13,7 @@ Adding a family: a module here with a `FAMILY`, and a line in `FAMILIES`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from danbert_convert.families import (
 )
 from danbert_convert.families.table import Architecture, Family, Head, skip_reason
 from danbert_convert.readers.base import VariableInfo, open_checkpoint
+from danbert_convert.readers.objgraph import OBJECT_GRAPH_KEY
 from danbert_convert.source import (
     Source,
     SourceFiles,
@@ -62,9 +63,10 @@ def detect(names: Collection[str], checkpoint_name: str) -> Family:
     for family in FAMILIES:
         if family.detect(names):
             return family
-    if bert_tf2.OBJECT_GRAPH in names:
-        weight = next((n for n in sorted(names) if n != bert_tf2.OBJECT_GRAPH
-                       and not skip_reason(n)), bert_tf2.OBJECT_GRAPH)  # fmt: skip
+    if OBJECT_GRAPH_KEY in names:
+        listing = names if isinstance(names, Mapping) else None
+        weight = next((n for n in sorted(names) if not skip_reason(n, listing)),
+                      OBJECT_GRAPH_KEY)  # fmt: skip
         raise InputError(
             f"{checkpoint_name}: a TF2 object-based checkpoint (variables like {weight}) that "
             "holds no Model Garden BERT encoder (_transformer_layers/N/_attention_layer/...); "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Collection
+from pathlib import Path
 
 from danbert_convert.errors import InputError
 from danbert_convert.families import bert
@@ -29,9 +30,11 @@ from danbert_convert.families.table import (
     Rule,
     Table,
     check_fixed,
+    check_sizes,
     common_config,
 )
 from danbert_convert.readers.base import VariableInfo
+from danbert_convert.readers.objgraph import OBJECT_GRAPH_KEY
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,6 @@ H, V, INTER, A = "hidden_size", "vocab_size", "intermediate_size", "num_attentio
 P, T = "max_position_embeddings", "type_vocab_size"
 D = "attention_head_size"  # [H, A, d] kernels' last axis; not a transformers config key
 CONFIG_NAME = "params.yaml"  # what Model Garden's trainer writes beside its checkpoints
-OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
 LAYER = "_transformer_layers/{i}"
 HF_LAYER = "bert.encoder.layer.{i}"
 
@@ -140,7 +142,7 @@ def table(names: Collection[str], part: str, config: dict) -> Table:
 
 def detect(names: Collection[str]) -> bool:
     """An object-based checkpoint holding a Model Garden Transformer encoder block."""
-    return OBJECT_GRAPH in names and any(
+    return OBJECT_GRAPH_KEY in names and any(
         "/_attention_layer/_query_dense/" in n or n.startswith("_attention_layer/") for n in names
     )
 
@@ -198,43 +200,97 @@ ACTIVATIONS = {"gelu": "gelu_new", "relu": "relu", "swish": "silu", "linear": No
                "identity": None}  # fmt: skip
 # Model Garden encoder settings (official/nlp/configs/encoders.py BertEncoderConfig) that
 # transformers' BertModel has no equivalent of, with the value that is plain BERT.
+# (embedding_size equal to hidden_size is plain BERT too: BertEncoder projects only otherwise.)
 PLAIN_BERT = {"embedding_size": None, "norm_first": False, "output_range": None}
 ENCODER_KEYS = {"vocab_size": V, "hidden_size": H, "num_layers": "num_hidden_layers",
                 "num_attention_heads": A, "intermediate_size": INTER,
                 "max_position_embeddings": P, "type_vocab_size": T}  # fmt: skip
+# The one sentence head transformers' BertForPreTraining computes: the default pre-training
+# task's (official/nlp/tasks/masked_lm.py, configs/bert.py ClsHeadConfig), whose dense is as
+# wide as the encoder, pooling token 0 through tanh.
+NSP_HEAD = {"name": "next_sentence", "num_classes": 2, "activation": "tanh", "cls_token_idx": 0}
+HEAD_DEFAULTS = {"inner_dim": 0, "num_classes": 2, "activation": "tanh", "cls_token_idx": 0,
+                 "name": None}  # ClsHeadConfig's  # fmt: skip
+_HEAD_INDEX = re.compile(r"(?:^|/)classification_heads/([0-9]+)/")
 
 
-def _model_garden(config: dict, where: str) -> tuple[dict, str] | None:
-    """The encoder sizes a Model Garden experiment config says (task.model.encoder, or an
-    encoder config alone), in transformers keys, and its activation; None if not one."""
-    model = config.get("task", {}).get("model") if isinstance(config.get("task"), dict) else None
-    encoder = (model or {}).get("encoder") if isinstance(model, dict) else config.get("encoder")
-    if encoder is None and "type" in config and ("bert" in config or "bert_v2" in config):
+def _mapping(value: object, key: str, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: {key} is {value!r}, not a mapping")
+    return value
+
+
+def _model_garden(config: dict, where: str) -> tuple[dict, dict, list | None] | None:
+    """(encoder config, the model config around it, its cls_heads) of a Model Garden
+    experiment config (task.model.encoder) or an encoder config alone; None if neither."""
+    model: dict = {}
+    if "task" in config:
+        task = _mapping(config["task"], "task", where)
+        model = _mapping(task.get("model"), "task.model", where)
+        encoder = model.get("encoder")
+    elif "encoder" in config:
+        encoder = config["encoder"]
+    elif "type" in config and ("bert" in config or "bert_v2" in config):
         encoder = config
-    if not isinstance(encoder, dict):
+    else:
         return None
+    encoder = _mapping(encoder, "the encoder section", where)
     kind = encoder.get("type")
-    if kind not in ("bert", "bert_v2") or not isinstance(encoder.get(kind), dict):
+    if kind not in ("bert", "bert_v2"):
         raise InputError(f"{where}: encoder type {kind!r}; danbert converts Model Garden's "
                          "bert and bert_v2 encoders")  # fmt: skip
-    enc = encoder[kind]
+    heads = model.get("cls_heads")
+    if heads is not None and not isinstance(heads, list):
+        raise InputError(f"{where}: cls_heads is {heads!r}, not a list")
+    return _mapping(encoder.get(kind), kind, where), model, heads
+
+
+def _read_model_garden(
+    enc: dict, model: dict, heads: list | None, sizes: dict, names: Collection[str], where: str
+) -> tuple[dict, str]:
+    """What Model Garden params say, in transformers keys, and the activation; refusing what
+    transformers' BERT cannot compute."""
+    kind = "the encoder"
     for key, plain in PLAIN_BERT.items():
-        if enc.get(key, plain) != plain:
-            raise InputError(f"{where}: {kind}.{key} is {enc[key]!r}; transformers' BertModel "
+        value = enc.get(key, plain)
+        if value != plain and not (key == "embedding_size" and value == sizes[H]):
+            raise InputError(f"{where}: {kind}'s {key} is {value!r}; transformers' BertModel "
                              f"has no equivalent (only {plain!r} converts)")  # fmt: skip
     said = {k: enc[mg] for mg, k in ENCODER_KEYS.items() if mg in enc}
     act = enc.get("hidden_activation", "gelu")
     hf = _activation(act, where)
-    mlm = model.get("mlm_activation", act) if isinstance(model, dict) else act
+    mlm = model.get("mlm_activation", act)
     if mlm != act:
         raise InputError(f"{where}: mlm_activation {mlm!r} differs from hidden_activation "
                          f"{act!r}; transformers' BERT uses one activation for both")  # fmt: skip
+    _check_heads(heads, sizes, names, where)
     for mg, key in (("dropout_rate", "hidden_dropout_prob"),
-                   ("attention_dropout_rate", "attention_probs_dropout_prob"),
-                   ("initializer_range", "initializer_range")):  # fmt: skip
+                    ("attention_dropout_rate", "attention_probs_dropout_prob"),
+                    ("initializer_range", "initializer_range")):  # fmt: skip
         if mg in enc:
             said[key] = enc[mg]
     return said, hf
+
+
+def _check_heads(heads: list | None, sizes: dict, names: Collection[str], where: str) -> None:
+    """The checkpoint's classification heads must be the one next-sentence head."""
+    present = sorted({int(m.group(1)) for n in names if (m := _HEAD_INDEX.search(n))})
+    if not present:
+        return
+    if not heads:
+        raise InputError(f"{where}: no cls_heads, but the checkpoint has classification_heads/"
+                         f"{present[0]}")  # fmt: skip
+    if len(heads) != 1:
+        raise InputError(f"{where}: {len(heads)} cls_heads; danbert converts the one "
+                         "next-sentence head of BERT pre-training")  # fmt: skip
+    head = _mapping(heads[0], "cls_heads[0]", where)
+    want = {**NSP_HEAD, "inner_dim": sizes[H]}
+    for key, value in want.items():
+        if head.get(key, HEAD_DEFAULTS[key]) != value:
+            raise InputError(f"{where}: cls_heads[0] {key} is "
+                             f"{head.get(key, HEAD_DEFAULTS[key])!r}; transformers' "
+                             f"BertForPreTraining computes the next-sentence head ({key} "
+                             f"{value!r})")  # fmt: skip
 
 
 def _activation(name: object, where: str) -> str:
@@ -253,34 +309,42 @@ def read_config(
     part: str,
     checkpoint_name: str,
 ) -> tuple[dict, dict[str, str]]:
-    """The sizes from the shapes, checked against `config` if there is one: Model Garden's
-    params (YAML) or a bert_config.json. The activation is Model Garden's gelu (tanh) unless
-    the config names another."""
+    """The sizes from the shapes, checked against `config`: Model Garden's params (YAML) or a
+    bert_config.json. One of them is needed: no variable shows whether the encoder normalises
+    before or after each block (norm_first), its activation, or a sentence head's settings."""
     sizes, origin = _from_shapes(variables, checkpoint_name)
-    act, kind = "gelu_new", "Model Garden's default"
+    if config is None:
+        raise InputError(f"{checkpoint_name}: a Model Garden checkpoint does not record its "
+                         "encoder's settings (norm_first, the activation); pass the params.yaml "
+                         "its training wrote (or the bert_config.json published with an "
+                         "encoder) with --config")  # fmt: skip
     extra: dict = {}
-    if config is not None:
-        described = _model_garden(config, config_name)
-        if described is not None:
-            said, act = described
-            kind = "Model Garden params"
-        else:  # bert_config.json: BertConfig keys, as published beside TF2 encoders
-            check_fixed(config, config_name, "BERT")
-            said = dict(config)
-            # Model Garden builds its encoder from bert_config.json with get_activation(
-            # hidden_act): "gelu" is its tanh approximation there too.
-            act = _activation(config.get("hidden_act", "gelu"), config_name)
-            kind = "bert_config.json"
-        for key in (*ENCODER_KEYS.values(),):
-            if key in said and said[key] != sizes[key]:
-                raise InputError(f"{config_name}: {key} {said[key]!r} vs {sizes[key]} from "
-                                 f"{origin[key]} in {checkpoint_name}")  # fmt: skip
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range"):
-            if isinstance(said.get(key), (int, float)) and not isinstance(said.get(key), bool):
-                extra[key] = said[key]
-        origin["hidden_act"] = f"{config_name} ({kind})"
-    else:
-        origin["hidden_act"] = "Model Garden's default gelu (the tanh approximation)"
+    described = _model_garden(config, config_name)
+    if described is not None:
+        said, act = _read_model_garden(*described, sizes, variables.keys(), config_name)
+        kind = "Model Garden params"
+    elif Path(config_name).suffix.lower() in (".yaml", ".yml"):
+        raise InputError(f"{config_name}: no task.model.encoder section; not Model Garden "
+                         "params")  # fmt: skip
+    else:  # bert_config.json: BertConfig keys, as published beside TF2 encoders
+        said = dict(check_sizes(config, config_name))
+        check_fixed(config, config_name, "BERT")
+        if any(_HEAD_INDEX.search(n) for n in variables):
+            raise InputError(f"{config_name}: a BertConfig does not say how the checkpoint's "
+                             "classification_heads/0 pools (cls_heads); pass Model Garden's "
+                             "params.yaml with --config")  # fmt: skip
+        # Model Garden builds its encoder from bert_config.json with get_activation(
+        # hidden_act): "gelu" is its tanh approximation there too.
+        act = _activation(config.get("hidden_act", "gelu"), config_name)
+        kind = "bert_config.json"
+    for key in ENCODER_KEYS.values():
+        if key in said and said[key] != sizes[key]:
+            raise InputError(f"{config_name}: {key} {said[key]!r} vs {sizes[key]} from "
+                             f"{origin[key]} in {checkpoint_name}")  # fmt: skip
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range"):
+        if isinstance(said.get(key), (int, float)) and not isinstance(said.get(key), bool):
+            extra[key] = said[key]
+    origin["hidden_act"] = f"{config_name} ({kind})"
     return {**sizes, **extra, "hidden_act": act, "layer_norm_eps": 1e-12}, origin
 
 

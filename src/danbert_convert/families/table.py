@@ -13,12 +13,13 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from danbert_convert.errors import InputError, with_article
 from danbert_convert.readers.base import VariableInfo
+from danbert_convert.readers.objgraph import OBJECT_GRAPH_KEY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -290,8 +291,6 @@ def check_fixed(config: dict, config_name: str, title: str, fixed: dict | None =
                              f"modeling.py computes {what})")  # fmt: skip
 
 
-OBJECT_GRAPH_REASON = "object graph (read for the variable names)"
-METADATA_REASON = "object metadata, not a weight"
 # Variables that are not model weights, by the last part of their name.
 SKIP_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(^|/)adam_[mv]$"), "Adam optimizer slot"),
@@ -302,14 +301,28 @@ SKIP_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^global_step$"), "training step counter"),
     (re.compile(r"(^|/)(bad_steps|good_steps|loss_scale|current_loss_scale)$"),
      "mixed-precision loss-scaling state"),
-    # TensorFlow 2 object-based checkpoints, named by object path (readers/objgraph.py).
-    (re.compile(r"(^|/)\.OPTIMIZER_SLOT/"), "optimizer slot"),
-    (re.compile(r"^optimizer/"), "optimizer state"),
-    (re.compile(r"^save_counter$"), "checkpoint save counter"),
-    (re.compile(r"^_CHECKPOINTABLE_OBJECT_GRAPH$"), OBJECT_GRAPH_REASON),
+)  # fmt: skip
+
+OBJECT_GRAPH_REASON = "object graph (read for the variable names)"
+METADATA_REASON = "object metadata, not a weight"
+# TensorFlow 2 object-based checkpoints only (those holding OBJECT_GRAPH_KEY), whose variables
+# readers/objgraph.py names by object path; (pattern, reason, scalars only).
+OBJECT_SKIP_RULES: tuple[tuple[re.Pattern[str], str, bool], ...] = (
+    # Legacy (tf.compat.v1 / tf_keras.optimizers.legacy) slots: <var>/.OPTIMIZER_SLOT/<opt>/m.
+    (re.compile(r"(^|/)\.OPTIMIZER_SLOT/"), "optimizer slot", False),
+    # Keras optimizers (tf_keras >= 2.11, Keras 3) keep their slots in lists of their own
+    # (_momentums/N, _velocities/N, _variables/N, ...); _trainable_variables lists the MODEL's
+    # weights, which have model paths of their own when the model is in the checkpoint.
+    (re.compile(r"^optimizer/(?!_trainable_variables/)_?[A-Za-z_]+/[0-9]+$"), "optimizer slot",
+     False),
+    # The optimizer's counters and hyperparameters (iter, beta_1, _learning_rate, ...): scalars.
+    # A tensor directly under `optimizer` is no known state: unrecognised, not skipped.
+    (re.compile(r"^optimizer/[^/]+$"), "optimizer state", True),
+    (re.compile(r"^save_counter$"), "checkpoint save counter", True),
+    (re.compile(f"^{OBJECT_GRAPH_KEY}$"), OBJECT_GRAPH_REASON, True),
     # A variable's own key (.../.ATTRIBUTES/VARIABLE_VALUE) appears only when no object path
     # names it: that one stays unrecognised.
-    (re.compile(r"(^|/)\.ATTRIBUTES/(?!VARIABLE_VALUE$)"), METADATA_REASON),
+    (re.compile(r"(^|/)\.ATTRIBUTES/(?!VARIABLE_VALUE$)"), METADATA_REASON, False),
 )  # fmt: skip
 # The skip reasons above that are not training state (inspect lists them apart).
 NOT_TRAINING_STATE = (OBJECT_GRAPH_REASON, METADATA_REASON)
@@ -318,10 +331,19 @@ NOT_TRAINING_STATE = (OBJECT_GRAPH_REASON, METADATA_REASON)
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16")
 
 
-def skip_reason(name: str) -> str | None:
-    """Why a variable that is not a weight is left out, or None if it is not skippable."""
+def skip_reason(name: str, variables: Mapping[str, VariableInfo] | None = None) -> str | None:
+    """Why a variable that is not a weight is left out, or None if it is not skippable.
+
+    `variables`: the checkpoint's listing, if known; a TF2 object-based checkpoint's own
+    rules (OBJECT_SKIP_RULES) apply only with it, and only when it holds the object graph.
+    """
     for pattern, reason in SKIP_RULES:
         if pattern.search(name):
+            return reason
+    if variables is None or OBJECT_GRAPH_KEY not in variables:
+        return None
+    for pattern, reason, scalar in OBJECT_SKIP_RULES:
+        if pattern.search(name) and not (scalar and variables[name].shape != ()):
             return reason
     return None
 
@@ -453,7 +475,7 @@ def plan(
         m = table.match(name)
         if m:
             matched.append((name, *m))
-        elif reason := skip_reason(name) or table.elsewhere_reason(name):
+        elif reason := skip_reason(name, variables) or table.elsewhere_reason(name):
             skipped[name] = reason
         else:
             unknown.append(name)

@@ -187,15 +187,15 @@ def inspect_checkpoint(
                 if hf := table.hf_name(name):
                     maps[name] = hf
                 else:
-                    skipped[name] = skip_reason(name) or "unrecognised"
+                    skipped[name] = skip_reason(name, infos) or "unrecognised"
     for name in infos:
         if name not in maps and name not in skipped:
-            skipped[name] = skip_reason(name) or "unrecognised"
+            skipped[name] = skip_reason(name, infos) or "unrecognised"
     variables = []
     for name, info in infos.items():
         dtype, size = info.stored
         target, reason = maps.get(name), skipped.get(name)
-        training = skip_reason(name) not in (None, *NOT_TRAINING_STATE)
+        training = skip_reason(name, infos) not in (None, *NOT_TRAINING_STATE)
         kind = WEIGHTS if target else OPTIMIZER if training else OTHER
         on = [p for p in parts.get(name, []) if p]
         variables.append(Variable(name, list(info.shape), dtype, size, target, reason, kind, on))
