@@ -19,6 +19,7 @@ from danbert_convert.families.table import skip_reason
 from danbert_convert.readers.base import open_checkpoint
 from danbert_convert.readers.bundle import BundleReader, crc32c, mask_crc
 from danbert_convert.readers.objgraph import (
+    MAX_NAME_CHARS,
     MAX_PATHS,
     OBJECT_GRAPH_KEY,
     ObjectGraphReader,
@@ -433,3 +434,76 @@ def test_slot_cycle_is_refused(module_ckpt: Written, tmp_path: Path) -> None:
     replace_graph(prefix, change)
     with pytest.raises(InputError, match=r"bad object graph: slot variables nested over 8 deep"):
         open_checkpoint(prefix)
+
+
+def test_long_names_are_refused_within_a_budget(module_ckpt: Written, tmp_path: Path) -> None:
+    """A ladder 64 deep and 2 wide with 10 kB local names and a value on every rung: 64 paths
+    of up to 640 kB name each rung, ~2.5 GB in all. Refused in one line once the names built
+    pass MAX_NAME_CHARS, rather than built."""
+    prefix = copy_ckpt(module_ckpt.prefix, tmp_path / "c")
+
+    def change(g) -> None:
+        first, depth, fan = len(g.nodes), 64, 2
+        for level in range(depth):
+            for k in range(fan):
+                node = g.nodes.add()
+                node.attributes.add(name="VARIABLE_VALUE", checkpoint_key=f"rung{level}_{k}")
+                if level < depth - 1:
+                    for j in range(fan):
+                        node.children.add(node_id=first + (level + 1) * fan + j,
+                                          local_name=f"c{j}" + "x" * 10_000)  # fmt: skip
+        for j in range(fan):
+            g.nodes[0].children.add(node_id=first + j, local_name=f"r{j}")
+
+    replace_graph(prefix, change)
+    with pytest.raises(InputError) as err:
+        open_checkpoint(prefix)
+    assert str(err.value) == (
+        f"{prefix}.index: {OBJECT_GRAPH_KEY}: bad object graph: object paths of more than "
+        f"{MAX_NAME_CHARS} characters in all"
+    )
+
+
+def test_long_names_within_the_budget_name_as_short_ones(module_ckpt: Written, tmp_path) -> None:
+    """Local names are not capped: a ladder as deep as the walk goes, with 1 kB names and one
+    value at its foot, names it by its best path, built from the local names as they are."""
+    prefix = copy_ckpt(module_ckpt.prefix, tmp_path / "c")
+    key = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
+    long = ["c0" + "x" * 1000, "c1" + "x" * 1000]
+
+    def change(g) -> None:
+        counter = node_of(g, key)
+        kept = [c for c in g.nodes[0].children if c.node_id != counter]
+        del g.nodes[0].children[:]
+        g.nodes[0].children.extend(kept)
+        first, depth, fan = len(g.nodes), 63, 2
+        for level in range(depth):
+            for _ in range(fan):
+                node = g.nodes.add()
+                for j in range(fan):
+                    nxt = first + (level + 1) * fan + j if level < depth - 1 else counter
+                    node.children.add(node_id=nxt, local_name=long[j])
+        g.nodes[0].children.add(node_id=first + 1, local_name="ladder")
+
+    replace_graph(prefix, change)
+    with open_checkpoint(prefix) as reader:
+        name = "/".join(["ladder", *[long[0]] * 63])  # MAX_DEPTH components
+        assert reader.key(name) == key
+        assert len(reader.paths(name)) == MAX_PATHS
+        assert reader.paths(name)[1] == "/".join(["ladder", *[long[0]] * 62, long[1]])
+
+
+def test_paths_of_one_length_sort_by_their_joined_names(module_ckpt: Written, tmp_path) -> None:
+    """ "save-counter/x" sorts before "save/counter" ("-" < "/"), though "save" is a prefix of
+    "save-counter": the walk orders by name without joining names, as if it had."""
+    prefix = copy_ckpt(module_ckpt.prefix, tmp_path / "c")
+
+    def change(g) -> None:
+        counter = node_of(g, "save_counter/.ATTRIBUTES/VARIABLE_VALUE")
+        for parent, child in (("save", "counter"), ("save-counter", "x")):
+            g.nodes.add().children.add(node_id=counter, local_name=child)
+            g.nodes[0].children.add(node_id=len(g.nodes) - 1, local_name=parent)
+
+    replace_graph(prefix, change)
+    with open_checkpoint(prefix) as reader:
+        assert reader.paths("save_counter") == ("save_counter", "save-counter/x", "save/counter")

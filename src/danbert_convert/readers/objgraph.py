@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ MAX_DEPTH = 64
 MAX_SLOT_NESTING = 8
 MAX_STEPS = 1 << 20
 """Paths looked at in all, so that a hostile graph cannot make the walk run for hours."""
+MAX_COMPONENTS = 1 << 23
+"""Components of those paths in all, the walk's memory (a BERT-large trainer's: ~70,000)."""
+MAX_NAME_CHARS = 1 << 25
+"""Characters of all the names built (a BERT-large trainer's: ~350,000). Local names are not
+capped (TensorFlow caps none); a node's 64 paths, 64 deep in 10 kB names, are 250 MB."""
 
 # Components that name a position in a list, not a role: they shift when a layer is added.
 _POSITIONAL = re.compile(r"layer(_with_weights)?-\d+")
@@ -135,9 +141,10 @@ def _positional(count: int, api: bool, previous: str | None, c: str) -> tuple[in
     return count + (api or previous in _LISTS or bool(_POSITIONAL.fullmatch(c))), api
 
 
-def _rank(path: tuple[str, ...], positional: int) -> tuple[Any, ...]:
-    first = path[0] if path else ""
-    return (first == "optimizer", positional, first != "model", len(path), "/".join(path), path)
+def _name_order(c: str) -> str:
+    # Paths of as many components sort by their components with "/" appended as they sort
+    # joined with "/" (exactly, when no local name holds a "/"), without joining them.
+    return c + "/"
 
 
 def path_rank(path: tuple[str, ...]) -> tuple[Any, ...]:
@@ -153,42 +160,81 @@ def path_rank(path: tuple[str, ...]) -> tuple[Any, ...]:
     for c in path:
         count, api = _positional(count, api, previous, c)
         previous = c
-    return _rank(path, count)
+    first = path[0] if path else ""
+    order = tuple(map(_name_order, path))
+    return (first == "optimizer", count, first != "model", len(path), order)
 
 
 def enumerate_paths(
     nodes: list[TrackableNode], max_paths: int = MAX_PATHS, max_depth: int = MAX_DEPTH
 ) -> list[list[tuple[str, ...]]]:
     """Simple paths from the root to each node, best first by `path_rank`: at most `max_paths`
-    per node and `max_depth` components each. Raises ValueError past MAX_STEPS.
+    per node and `max_depth` components each. Raises ValueError past MAX_STEPS paths or
+    MAX_COMPONENTS components followed.
 
     Best-first: a path's rank never falls as it grows, so each node's first paths found are
     its best ones (exactly, unless some node has more than `max_paths` better ones).
     """
+    # A path is walked as a string of one character per component, the ordinal of its local
+    # name in `path_rank`'s name order: it compares as fast as a joined name, whatever the
+    # names' length, and holds none of their text.
+    names = sorted({name for node in nodes for _, name in node.children}, key=_name_order)
+    if len(names) > sys.maxunicode + 1:
+        raise ValueError(f"more than {sys.maxunicode + 1} distinct local names")
+    code = {name: chr(i) for i, name in enumerate(names)}
+    kinds = {
+        code[c]: (c == "keras_api", c in _LISTS, bool(_POSITIONAL.fullmatch(c))) for c in names
+    }
+    model, optimizer = code.get("model"), code.get("optimizer")
     found: list[list[tuple[str, ...]]] = [[] for _ in nodes]
-    # (rank, whose last item is the path; tie-break; node; nodes on the path; keras_api seen)
-    Item = tuple[tuple[Any, ...], int, int, tuple[int, ...], bool]
-    heap: list[Item] = [(_rank((), 0), 0, 0, (0,), False)]
-    steps = 0
+    # ((through optimizer, positional, not through model, length, path), tie-break, node,
+    # nodes on the path, keras_api seen)
+    Item = tuple[tuple[bool, int, bool, int, str], int, int, tuple[int, ...], bool]
+    heap: list[Item] = [((False, 0, True, 0, ""), 0, 0, (0,), False)]
+    steps = components = 0
     while heap:
         rank, _, nid, on_path, api = heapq.heappop(heap)
         if len(found[nid]) >= max_paths:
             continue
-        path: tuple[str, ...] = rank[-1]
-        found[nid].append(path)
+        path = rank[-1]
+        found[nid].append(tuple(names[ord(c)] for c in path))
         if len(path) >= max_depth:
             continue
-        previous = path[-1] if path else None
+        in_list = bool(path) and kinds[path[-1]][1]
+        first = path[:1]
         for child, name in nodes[nid].children:
             if child in on_path or len(found[child]) >= max_paths:
                 continue
+            c = code[name]
             steps += 1
+            components += len(path) + 1
             if steps > MAX_STEPS:
                 raise ValueError(f"more than {MAX_STEPS} paths to follow")
-            count, child_api = _positional(rank[1], api, previous, name)
-            item = (_rank((*path, name), count), steps, child, (*on_path, child), child_api)
-            heapq.heappush(heap, item)
+            if components > MAX_COMPONENTS:
+                raise ValueError(f"paths of more than {MAX_COMPONENTS} components to follow")
+            keras_api, _, positional = kinds[c]
+            child_api = api or keras_api
+            count = rank[1] + (child_api or in_list or positional)
+            top = first or c
+            grown = (top == optimizer, count, top != model, len(path) + 1, path + c)
+            heapq.heappush(heap, (grown, steps, child, (*on_path, child), child_api))
     return found
+
+
+class _Budget:
+    """Joins names, refusing past MAX_NAME_CHARS characters in all."""
+
+    def __init__(self) -> None:
+        self.left = MAX_NAME_CHARS
+
+    def charge(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise ValueError(f"object paths of more than {MAX_NAME_CHARS} characters in all")
+
+    def join(self, *parts: str) -> str:
+        self.charge(sum(map(len, parts)) + len(parts))
+        return "/".join(parts)
 
 
 def _attribute_name(base: str, attribute: str) -> str:
@@ -206,18 +252,27 @@ def object_names(
     Raises ValueError when two attributes name one key, or slots nest too deep.
     """
     refs = [(oid, ref) for oid, node in enumerate(nodes) for ref in node.slot_variables]
-    own = [["/".join(p) for p in node_paths] for node_paths in paths]  # "" is the root
+    budget = _Budget()
+    joined: dict[int, list[str]] = {}
+
+    def own(nid: int, count: int = MAX_PATHS) -> list[str]:
+        """The names of the node's first `count` paths ("" is the root's); joined only when
+        asked for, as most nodes need none and optimizers only their first."""
+        done = joined.setdefault(nid, [])
+        done += [budget.join(*p) for p in paths[nid][len(done) : count]]
+        return done[:count]
+
     slot_names: dict[int, list[str]] = {}
     # A slot's name needs its variable's, which may be a slot's (of a slot...): each round
     # settles one more level.
     for _ in range(MAX_SLOT_NESTING + 1):
         found: dict[int, list[str]] = {}
         for oid, ref in refs:
-            original = [n for n in slot_names.get(ref.original, []) + own[ref.original] if n]
+            original = [n for n in slot_names.get(ref.original, [])[:1] + own(ref.original, 2) if n]
             if original:
-                opt = own[oid][0] if own[oid] else ""
-                tail = f"{opt}/{ref.slot_name}" if opt else ref.slot_name
-                found.setdefault(ref.slot, []).append(f"{original[0]}/{SLOT_MARK}/{tail}")
+                opt = own(oid, 1)
+                tail = (*opt, ref.slot_name) if opt and opt[0] else (ref.slot_name,)
+                found.setdefault(ref.slot, []).append(budget.join(original[0], SLOT_MARK, *tail))
         if found == slot_names:
             break
         slot_names = found
@@ -226,7 +281,7 @@ def object_names(
 
     def names_of(nid: int) -> list[str]:
         """The node's names, best first."""
-        return slot_names.get(nid, []) + own[nid]
+        return slot_names.get(nid, []) + own(nid)
 
     named: dict[str, tuple[int, tuple[str, ...]]] = {}
     for nid, node in enumerate(nodes):
@@ -239,7 +294,9 @@ def object_names(
             if attr.name == VARIABLE_VALUE:
                 bases = [n for n in names_of(nid) if n]
             else:
-                bases = [_attribute_name(n, attr.name) for n in names_of(nid)]
+                names = names_of(nid)
+                budget.charge(sum(len(n) + len(attr.name) + len(ATTRIBUTE_MARK) + 2 for n in names))
+                bases = [_attribute_name(n, attr.name) for n in names]
             named[attr.checkpoint_key] = (nid, tuple(dict.fromkeys(bases)))
     return named
 
