@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,6 +30,7 @@ from danbert_convert.errors import InputError
 from danbert_convert.families.bert_reference import Outputs
 from danbert_convert.families.transformer_reference import (
     ACTIVATIONS,
+    BlockNames,
     Shapes,
     Weights,
     dense,
@@ -57,20 +57,6 @@ MLM_BIAS = ("masked_lm/output_bias/bias", "masked_lm/bias")
 NSP_DENSE, NSP_OUT = "classification_heads/0/dense", "classification_heads/0/out_proj"
 # tf_keras' Softmax puts this where the mask is 0 (tf.where, not an addition).
 MASKED_SCORE = -1e9
-
-
-@dataclass(frozen=True)
-class BlockScopes:
-    """The scopes (object paths without the weight's name) of one TransformerEncoderBlock."""
-
-    query: str
-    key: str
-    value: str
-    attention_output: str
-    attention_norm: str
-    intermediate: str
-    output: str
-    output_norm: str
 
 
 class Paths:
@@ -113,10 +99,10 @@ class Paths:
         name = self.find(*(f"{s}/{leaf}" for s in scopes))
         return None if name is None else name[: -len(leaf) - 1]
 
-    def block(self, i: int) -> BlockScopes:
+    def block(self, i: int) -> BlockNames:
         layer = f"_transformer_layers/{i}"
         attention = f"{layer}/_attention_layer"
-        return BlockScopes(
+        return BlockNames(
             query=self.scope("kernel", f"{attention}/_query_dense"),
             key=self.scope("kernel", f"{attention}/_key_dense"),
             value=self.scope("kernel", f"{attention}/_value_dense"),
@@ -136,7 +122,7 @@ def einsum(equation: str, *operands: np.ndarray) -> np.ndarray:
     return np.einsum(equation, *operands, optimize=True)
 
 
-def attention(w: Weights, x: np.ndarray, mask: np.ndarray, scopes: BlockScopes) -> np.ndarray:
+def attention(w: Weights, x: np.ndarray, mask: np.ndarray, scopes: BlockNames) -> np.ndarray:
     """tf_keras MultiHeadAttention on [batch, seq, hidden] with its kernels as stored; `mask`
     [batch, seq] is 1 for a key position to attend to."""
 
@@ -158,7 +144,7 @@ def block(
     w: Weights,
     x: np.ndarray,
     mask: np.ndarray,
-    scopes: BlockScopes,
+    scopes: BlockNames,
     *,
     act: Callable[[np.ndarray], np.ndarray],
     eps: float,
