@@ -500,6 +500,11 @@ def fetch_cmd(
     type=click.Path(path_type=Path),
     help="The source release folder (default: the one recorded in the manifest, if present).",
 )
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    help="The source's config, when it is not in the source folder (as given to convert).",
+)
 @reader_option
 @expect_option
 @click.option(
@@ -519,6 +524,7 @@ def verify_cmd(
     ctx: click.Context,
     out: Path,
     against: Path | None,
+    config: Path | None,
     reader: ReaderName,  # click.Choice(READERS) hands over one of these
     expect: str | None,
     sentences: tuple[str, ...],
@@ -531,6 +537,7 @@ def verify_cmd(
     report = verify(
         out,
         against=against,
+        config=config,
         reader=reader,
         expect=expect,
         sentences=sentences or None,

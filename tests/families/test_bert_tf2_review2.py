@@ -71,7 +71,9 @@ def test_verify_can_compute_parity_for_a_config_given_with_config(modelgarden_re
     config = src.parent / "encoder_release" / "bert_config.json"
     out = tmp_path / "out"
     convert(src, out, config=config)
-    parity = _parity(verify(out, against=src))
+    parity = _parity(verify(out, against=src))  # the message names verify's --config
+    assert parity.status == "fail" and "with --config" in parity.detail, parity.detail
+    parity = _parity(verify(out, against=src, config=config))
     assert parity.status == "pass", parity.detail
 
 

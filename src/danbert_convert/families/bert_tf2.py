@@ -104,6 +104,9 @@ ENCODER_RULES: tuple[Rule, ...] = (
 # logits against the word table plus a bias) and the next-sentence ClassificationHead
 # (layers/cls_head.py: tanh(dense(x[:, 0])), then out_proj) of the default pre-training task.
 NSP_POOLER = "classification_heads/0/dense"
+# The same dense in a checkpoint of BertPretrainerV2.checkpoint_items (`<head>.pooler_dense`,
+# the layout export_tfhub's model_with_mlm reads), which has no out_proj.
+NSP_POOLER_ITEM = "next_sentence.pooler_dense"
 HEAD_RULES: tuple[Rule, ...] = (
     *_dense("masked_lm/dense", "cls.predictions.transform.dense", H, H, group="mlm"),
     *_ln("masked_lm/layer_norm", "cls.predictions.transform.LayerNorm", group="mlm"),
@@ -117,7 +120,8 @@ HEAD_RULES: tuple[Rule, ...] = (
 # in a pre-training checkpoint it holds its initial values. transformers' pooler is then the
 # next-sentence head's dense, which is what pre-training trained.
 ENCODER_POOLER = _dense("_pooler_layer", "bert.pooler.dense", H, H, group="pooler")
-HEAD_POOLER = _dense(NSP_POOLER, "bert.pooler.dense", H, H, group="pooler")
+HEAD_POOLER = (*_dense(NSP_POOLER, "bert.pooler.dense", H, H, group="pooler"),
+               *_dense(NSP_POOLER_ITEM, "bert.pooler.dense", H, H, group="pooler"))  # fmt: skip
 UNTRAINED_POOLER = (
     (re.compile(r"(^|/)_pooler_layer/(kernel|bias)$"),
      "the encoder's pooler, which BertPretrainerV2 never trains (the next-sentence head's "
@@ -128,7 +132,8 @@ _LAYER_INDEX = re.compile(r"(?:^|/)_transformer_layers/([0-9]+)/")
 
 
 def _has_head_pooler(names: Collection[str]) -> bool:
-    return any(n.endswith(f"{NSP_POOLER}/kernel") for n in names)
+    return any(re.search(f"(^|/)({NSP_POOLER}|{re.escape(NSP_POOLER_ITEM)})/kernel$", n)
+               for n in names)  # fmt: skip
 
 
 def table(names: Collection[str], part: str, config: dict) -> Table:
@@ -212,6 +217,7 @@ NSP_HEAD = {"name": "next_sentence", "num_classes": 2, "activation": "tanh", "cl
 HEAD_DEFAULTS = {"inner_dim": 0, "num_classes": 2, "activation": "tanh", "cls_token_idx": 0,
                  "name": None}  # ClsHeadConfig's  # fmt: skip
 _HEAD_INDEX = re.compile(r"(?:^|/)classification_heads/([0-9]+)/")
+_HEAD_ITEM = re.compile(r"(?:^|/)[^/]+\.pooler_dense/")  # a head by its checkpoint_items name
 
 
 def _mapping(value: object, key: str, where: str) -> dict:
@@ -275,6 +281,8 @@ def _read_model_garden(
 def _check_heads(heads: list | None, sizes: dict, names: Collection[str], where: str) -> None:
     """The checkpoint's classification heads must be the one next-sentence head."""
     present = sorted({int(m.group(1)) for n in names if (m := _HEAD_INDEX.search(n))})
+    if not present and any(_HEAD_ITEM.search(n) for n in names):
+        present = [0]
     if not present:
         return
     if not heads:
@@ -329,7 +337,7 @@ def read_config(
     else:  # bert_config.json: BertConfig keys, as published beside TF2 encoders
         said = dict(check_sizes(config, config_name))
         check_fixed(config, config_name, "BERT")
-        if any(_HEAD_INDEX.search(n) for n in variables):
+        if any(_HEAD_INDEX.search(n) or _HEAD_ITEM.search(n) for n in variables):
             raise InputError(f"{config_name}: a BertConfig does not say how the checkpoint's "
                              "classification_heads/0 pools (cls_heads); pass Model Garden's "
                              "params.yaml with --config")  # fmt: skip
@@ -344,7 +352,7 @@ def read_config(
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range"):
         if isinstance(said.get(key), (int, float)) and not isinstance(said.get(key), bool):
             extra[key] = said[key]
-    origin["hidden_act"] = f"{config_name} ({kind})"
+    origin["hidden_act"] = f"{Path(config_name).name} ({kind})"  # no path: it is published
     return {**sizes, **extra, "hidden_act": act, "layer_norm_eps": 1e-12}, origin
 
 

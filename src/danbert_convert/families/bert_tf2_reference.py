@@ -55,6 +55,8 @@ MLM_BIAS = ("masked_lm/output_bias/bias", "masked_lm/bias")
 # BertPretrainerV2's next-sentence head (ClassificationHead): its dense is the pooler it trains;
 # the encoder's _pooler_layer gets no gradient there.
 NSP_DENSE, NSP_OUT = "classification_heads/0/dense", "classification_heads/0/out_proj"
+# The same dense as BertPretrainerV2.checkpoint_items names it (`<head name>.pooler_dense`).
+NSP_DENSE_ITEM = "next_sentence.pooler_dense"
 # tf_keras' Softmax puts this where the mask is 0 (tf.where, not an addition).
 MASKED_SCORE = -1e9
 
@@ -158,7 +160,7 @@ def block(
 def _heads(paths: Paths, has: Callable[[str], bool]) -> tuple[str | None, str | None, str | None]:
     """(pooler scope, MLM output bias name, NSP out_proj scope), each None where the checkpoint
     lacks it or `has` leaves it out. The next-sentence logits need the head's own pooler."""
-    head_pooler = paths.find_scope("kernel", NSP_DENSE)
+    head_pooler = paths.find_scope("kernel", NSP_DENSE, NSP_DENSE_ITEM)
     pooler = head_pooler or paths.find_scope("kernel", POOLER)
     if pooler is not None and not has(f"{pooler}/kernel"):
         pooler = None

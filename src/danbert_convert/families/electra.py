@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Collection
+from pathlib import Path
 
 from danbert_convert.errors import InputError
 from danbert_convert.families.table import (
@@ -266,7 +267,7 @@ def read_config(
                                  f"from {origin[key]}")  # fmt: skip
         if "num_attention_heads" in said:
             heads = _int(said, "num_attention_heads", config_name)
-            origin["num_attention_heads"] = f"{config_name} ({kind})"
+            origin["num_attention_heads"] = f"{Path(config_name).name} ({kind})"  # published
         act = said.get("hidden_act", act)
     if described is None and sizes[H] % 64:
         # Every released ELECTRA is a multiple of 64 wide; another width is a run with its own

@@ -273,6 +273,7 @@ class _Model:
     mask_token: str
     tokens: int | None
     sample: bool
+    family: str  # the manifest's (danbert's family name), "bert" without one
 
     @classmethod
     def read(
@@ -316,6 +317,7 @@ class _Model:
             mask_token=str(mask),
             tokens=tokens if isinstance(tokens, int) else None,
             sample=bool(release and release.sample_of),
+            family=str((manifest or {}).get("settings", {}).get("family") or "bert"),
         )
 
 
@@ -340,6 +342,15 @@ def _closest_examples(folder: Path) -> Examples:
     return max(EXAMPLES.values(), key=whole)  # max keeps the first of equals: English
 
 
+# What the card calls a source that no registry entry names, by the manifest's family.
+SOURCES = {
+    "bert": "a Google-BERT TensorFlow 1 checkpoint",
+    "electra": "an ELECTRA TensorFlow 1 checkpoint",
+    "albert": "an ALBERT TensorFlow 1 checkpoint",
+    "bert_tf2": "a TensorFlow 2 checkpoint of the TF Model Garden",
+}
+
+
 def _summary(m: _Model, release: Release | None) -> str:
     c = m.config
     what = f"A {m.language} BERT" if m.language else "A BERT model"
@@ -357,7 +368,11 @@ def _summary(m: _Model, release: Release | None) -> str:
     vocab = f"{m.tokens} tokens in vocab.txt" if m.tokens else "vocab.txt"
     if "vocab_size" in c:
         vocab += f" (vocab_size {c['vocab_size']})"
-    source = f"the release `{release.name}`" if release else "a Google-BERT TensorFlow 1 checkpoint"
+    source = (
+        f"the release `{release.name}`"
+        if release
+        else SOURCES.get(m.family, "a TensorFlow checkpoint")
+    )
     text = (
         f"{what} for Hugging Face transformers: `{m.architecture}`"
         + (f", {size}" if size else "")
@@ -469,7 +484,14 @@ def _conversion(m: _Model, manifest: dict[str, Any] | None) -> str:
         lines.append("- Left out: no variable.")
     settings = manifest.get("settings", {})
     settings = settings if isinstance(settings, dict) else {}
-    if "hidden_act" in settings:
+    if "hidden_act" in settings and settings.get("family") == "bert_tf2":
+        how = ("set with `--hidden-act`" if settings.get("hidden_act_overridden")
+               else "from the config")  # fmt: skip
+        lines.append(
+            f'- Activation: `{settings["hidden_act"]}`, {how}. Model Garden\'s "gelu" is the '
+            "tanh approximation, transformers' `gelu_new`."
+        )
+    elif "hidden_act" in settings:
         how = (
             "set with `--hidden-act`"
             if settings.get("hidden_act_overridden")

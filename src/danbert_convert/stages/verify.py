@@ -210,10 +210,10 @@ class _State:
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
 
-    def start(self, against: Path | None, reader: str) -> None:
+    def start(self, against: Path | None, reader: str, config: Path | None = None) -> None:
         """Find the source; begin hashing the recorded weight files and the reference."""
         try:
-            self._source = _find_source(self, against)
+            self._source = _find_source(self, against, config)
         except Exception as e:  # noqa: BLE001 - parity reports it, in its turn
             self._source_error = e
         self._pool = ThreadPoolExecutor(
@@ -252,6 +252,7 @@ def verify(
     out: StrPath,
     *,
     against: StrPath | None = None,
+    config: StrPath | None = None,
     reader: ReaderName = "auto",
     expect: str | None = None,
     sentences: Sequence[str] | None = None,
@@ -262,6 +263,9 @@ def verify(
 
     - `against`: the source release folder for parity (default: the one recorded in the
       manifest; with neither, parity is skipped).
+    - `config`: the source's config file, when it is not in the source folder (as given to
+      convert's `config`: a TF2 checkpoint's params.yaml or bert_config.json, an ELECTRA
+      --hparams file).
     - `reader`: how parity reads the checkpoint: "auto" or "native" (built in), "tensorflow".
     - `expect`: a token that must be among the first fill-mask sentence's top 5 (without it
       fill-mask is informative).
@@ -288,7 +292,8 @@ def verify(
     st = _State(out, progress)
     report = Report(out)
     try:
-        st.start(None if against is None else Path(against), reader)
+        st.start(None if against is None else Path(against), reader,
+                 None if config is None else Path(config))  # fmt: skip
         st.step(_source_line(st))
         if not {"torch", "transformers"} <= sys.modules.keys():
             st.step("importing torch and transformers")  # seconds: said before, not after
@@ -885,13 +890,14 @@ def _casing_recorded(st: _State, slow: Any) -> _Part:
     return _Part([f"lowercase={lower}, the conversion recorded lowercase={bool(recorded)}"])
 
 
-def _find_source(st: _State, against: Path | None) -> Source | None:
+def _find_source(st: _State, against: Path | None, given: Path | None = None) -> Source | None:
+    """The source named (`against`, its config `given`), else the one the manifest records."""
     if against is not None:
-        return open_source(Path(against))
+        return open_source(Path(against), config=given)
     paths = source_paths(st.manifest or {}, st.out)
     if paths is None or not Path(f"{paths['checkpoint']}.index").is_file():
         return None
-    config = paths.get("config")
+    config = given or paths.get("config")
     if not ((config is None or config.is_file()) and paths["vocab"].is_file()):
         return None
     return load_source(locate_files(paths["checkpoint"].parent, checkpoint=paths["checkpoint"],
@@ -1106,7 +1112,12 @@ def _layer_name(i: int) -> str:
 
 
 def _expected_act(st: _State, source: Source) -> str:
-    """The activation the conversion recorded, else the one the source's config names."""
+    """The activation the conversion recorded, else the one the source's config names.
+
+    A Model Garden source computes one activation, its config's (its "gelu" is only ever the
+    tanh form): an override at conversion does not change what the source computes."""
+    if source.family == "bert_tf2":
+        return str(source.config["hidden_act"])
     if st.manifest and st.manifest.get("settings", {}).get("hidden_act"):
         return str(st.manifest["settings"]["hidden_act"])
     return str(source.config.get("hidden_act", "gelu"))
