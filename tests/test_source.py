@@ -230,3 +230,23 @@ def test_electra_vocab_two_folders_up_is_used_and_said(tmp_path):
     assert r.exit_code == 0, r.output
     assert (out / "vocab.txt").read_bytes() == (data / "vocab.txt").read_bytes()
     assert f"no vocab.txt beside the checkpoint; using {data / 'vocab.txt'}" in r.output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("task:\n  model:\n    dropout: .nan\n",
+         r"params.yaml: task.model.dropout is nan; numbers must be finite"),
+        ("- 1\n- 2\n", r"params.yaml: expected a YAML mapping"),
+        ("a: &x [1]\nb: *x\n", r"params.yaml: not valid YAML \(aliases are not supported"),
+        ("a: [1\n", r"params.yaml: not valid YAML \("),
+    ],
+)  # fmt: skip
+def test_yaml_configs_are_checked_as_json_ones(tmp_path, text, message):
+    from danbert_convert.errors import InputError
+    from danbert_convert.source import read_config_file
+
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        read_config_file(path)

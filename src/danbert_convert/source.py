@@ -203,11 +203,16 @@ def read_json(path: Path) -> dict:
         raise InputError(f"{path}: not valid JSON (nested too deeply)") from None
     except ValueError as e:  # JSONDecodeError, and ints of more than 4300 digits
         raise InputError(f"{path}: not valid JSON ({e})") from None
+    # json reads NaN, Infinity and numbers like 1e400 (as inf); config.json must not hold them.
+    return _finite_mapping(config, path, "a JSON object")
+
+
+def _finite_mapping(config: object, path: Path, what: str) -> dict:
+    """`config` if it is a mapping without NaN/Infinity; one line naming the file otherwise."""
     if not isinstance(config, dict):
-        raise InputError(f"{path}: expected a JSON object")
+        raise InputError(f"{path}: expected {what}")
     bad = _nonfinite(config)
     if bad is not None:
-        # json reads NaN, Infinity and numbers like 1e400 (as inf); config.json must not hold them.
         raise InputError(f"{path}: {bad[0]} is {bad[1]}; numbers must be finite")
     return config
 
@@ -231,12 +236,7 @@ def read_config_file(path: Path) -> dict:
         config = yaml.load(text, Loader=_NoAliases)  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, RecursionError) as e:
         raise InputError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: expected a YAML mapping")
-    bad = _nonfinite(config)
-    if bad is not None:
-        raise InputError(f"{path}: {bad[0]} is {bad[1]}; numbers must be finite")
-    return config
+    return _finite_mapping(config, path, "a YAML mapping")
 
 
 def _nonfinite(obj: object) -> tuple[str, float] | None:
