@@ -24,7 +24,6 @@ from danbert_convert.families.table import (
     HEADS_BIAS,
     HEADS_IN,
     HEADS_OUT,
-    TRANSPOSE,
     Family,
     Plan,
     Rule,
@@ -32,6 +31,7 @@ from danbert_convert.families.table import (
     check_fixed,
     check_sizes,
     common_config,
+    dense,
 )
 from danbert_convert.readers.base import VariableInfo
 from danbert_convert.readers.objgraph import OBJECT_GRAPH_KEY
@@ -44,12 +44,6 @@ D = "attention_head_size"  # [H, A, d] kernels' last axis; not a transformers co
 CONFIG_NAME = "params.yaml"  # what Model Garden's trainer writes beside its checkpoints
 LAYER = "_transformer_layers/{i}"
 HF_LAYER = "bert.encoder.layer.{i}"
-
-
-def _dense(tf: str, hf: str, n_in: str, n_out: str | int, group: str = "encoder") -> tuple:
-    """A Keras Dense / 2-D EinsumDense: kernel [in, out] transposed, bias copied."""
-    return (Rule(f"{tf}/kernel", f"{hf}.weight", TRANSPOSE, (n_in, n_out), group),
-            Rule(f"{tf}/bias", f"{hf}.bias", COPY, (n_out,), group))  # fmt: skip
 
 
 def _ln(tf: str, hf: str, group: str = "encoder") -> tuple:
@@ -95,8 +89,8 @@ ENCODER_RULES: tuple[Rule, ...] = (
     Rule(f"{LAYER}/_attention_output_dense/bias", f"{HF_LAYER}.attention.output.dense.bias",
          COPY, (H,)),
     *_ln(f"{LAYER}/_attention_layer_norm", f"{HF_LAYER}.attention.output.LayerNorm"),
-    *_dense(f"{LAYER}/_intermediate_dense", f"{HF_LAYER}.intermediate.dense", H, INTER),
-    *_dense(f"{LAYER}/_output_dense", f"{HF_LAYER}.output.dense", INTER, H),
+    *dense(f"{LAYER}/_intermediate_dense", f"{HF_LAYER}.intermediate.dense", H, INTER),
+    *dense(f"{LAYER}/_output_dense", f"{HF_LAYER}.output.dense", INTER, H),
     *_ln(f"{LAYER}/_output_layer_norm", f"{HF_LAYER}.output.LayerNorm"),
 )  # fmt: skip
 
@@ -108,20 +102,20 @@ NSP_POOLER = "classification_heads/0/dense"
 # the layout export_tfhub's model_with_mlm reads), which has no out_proj.
 NSP_POOLER_ITEM = "next_sentence.pooler_dense"
 HEAD_RULES: tuple[Rule, ...] = (
-    *_dense("masked_lm/dense", "cls.predictions.transform.dense", H, H, group="mlm"),
+    *dense("masked_lm/dense", "cls.predictions.transform.dense", H, H, group="mlm"),
     *_ln("masked_lm/layer_norm", "cls.predictions.transform.LayerNorm", group="mlm"),
     # masked_lm.py adds the weight `output_bias` to a Keras layer: local names `bias` and
     # `output_bias/bias` for one variable.
     Rule("masked_lm/bias", "cls.predictions.bias", COPY, (V,), "mlm"),
     Rule("masked_lm/output_bias/bias", "cls.predictions.bias", COPY, (V,), "mlm"),
-    *_dense("classification_heads/0/out_proj", "cls.seq_relationship", H, 2, group="nsp"),
+    *dense("classification_heads/0/out_proj", "cls.seq_relationship", H, 2, group="nsp"),
 )  # fmt: skip
 # The encoder's own pooler gets no gradient in BertPretrainerV2 (the head pools for itself):
 # in a pre-training checkpoint it holds its initial values. transformers' pooler is then the
 # next-sentence head's dense, which is what pre-training trained.
-ENCODER_POOLER = _dense("_pooler_layer", "bert.pooler.dense", H, H, group="pooler")
-HEAD_POOLER = (*_dense(NSP_POOLER, "bert.pooler.dense", H, H, group="pooler"),
-               *_dense(NSP_POOLER_ITEM, "bert.pooler.dense", H, H, group="pooler"))  # fmt: skip
+ENCODER_POOLER = dense("_pooler_layer", "bert.pooler.dense", H, H, group="pooler")
+HEAD_POOLER = (*dense(NSP_POOLER, "bert.pooler.dense", H, H, group="pooler"),
+               *dense(NSP_POOLER_ITEM, "bert.pooler.dense", H, H, group="pooler"))  # fmt: skip
 UNTRAINED_POOLER = (
     (re.compile(r"(^|/)_pooler_layer/(kernel|bias)$"),
      "the encoder's pooler, which BertPretrainerV2 never trains (the next-sentence head's "
