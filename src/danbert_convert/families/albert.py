@@ -195,4 +195,5 @@ FAMILY = Family(
     hf_config=hf_config,
     classes=lambda part: (HEADS, ARCHITECTURES),
     model_type="albert",
+    source_kind="an ALBERT TensorFlow 1 checkpoint",
 )

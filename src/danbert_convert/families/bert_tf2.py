@@ -378,6 +378,10 @@ FAMILY = Family(
     hf_config=hf_config,
     classes=lambda part: (bert.HEADS, bert.ARCHITECTURES),
     model_type="bert",
+    source_kind="a TensorFlow 2 checkpoint of the TF Model Garden",
+    activation_from="from the config",
+    activation_note="Model Garden's \"gelu\" is the tanh approximation, transformers' `gelu_new`.",
+    fixed_activation=True,  # Model Garden's "gelu" is only ever the tanh form
 )
 
 __all__ = ["FAMILY", "detect", "hf_config", "read_config", "table"]

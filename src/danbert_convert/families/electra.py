@@ -334,4 +334,5 @@ FAMILY = Family(
     model_type="electra",
     default_part="discriminator",
     vocab_above=True,  # run_pretraining.py: vocab.txt in DATA_DIR, checkpoints in models/NAME/
+    source_kind="an ELECTRA TensorFlow 1 checkpoint",
 )

@@ -32,19 +32,23 @@ TRANSPOSE = "transpose"
 HEADS_IN = "merge_heads_transpose"  # query/key/value kernel [H, A, d] -> [H, A*d] -> transposed
 HEADS_BIAS = "merge_heads"  # their bias [A, d] -> [A*d]
 HEADS_OUT = "merge_heads_out_transpose"  # output kernel [A, d, H] -> [A*d, H] -> transposed
-_MERGED = {HEADS_IN: (0, 1), HEADS_BIAS: (0,), HEADS_OUT: (0,)}  # axes kept before the merge
+
+
+def _merged_shape(transform: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """`shape` with the head axes that `transform` merges merged."""
+    if transform == HEADS_IN:
+        return (shape[0], math.prod(shape[1:]))
+    if transform == HEADS_BIAS:
+        return (math.prod(shape),)
+    if transform == HEADS_OUT:
+        return (math.prod(shape[:-1]), shape[-1])
+    return tuple(shape)
 
 
 def merged(transform: str, value: np.ndarray) -> np.ndarray:
-    """`value` (or its shape) with the head axes that `transform` merges merged: what is then
+    """`value` with the head axes that `transform` merges merged (a view): what is then
     copied or transposed."""
-    if transform == HEADS_IN:
-        return value.reshape(value.shape[0], -1)
-    if transform == HEADS_BIAS:
-        return value.reshape(-1)
-    if transform == HEADS_OUT:
-        return value.reshape(-1, value.shape[-1])
-    return value
+    return value.reshape(_merged_shape(transform, value.shape))
 
 
 def transposes(transform: str) -> bool:
@@ -53,13 +57,8 @@ def transposes(transform: str) -> bool:
 
 def output_shape(transform: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The transformers shape of a TF value of `shape` after `transform`."""
-    if transform == HEADS_IN:
-        shape = (shape[0], math.prod(shape[1:]))
-    elif transform == HEADS_BIAS:
-        shape = (math.prod(shape),)
-    elif transform == HEADS_OUT:
-        shape = (math.prod(shape[:-1]), shape[-1])
-    return tuple(reversed(shape)) if transposes(transform) else tuple(shape)
+    shape = _merged_shape(transform, shape)
+    return tuple(reversed(shape)) if transposes(transform) else shape
 
 
 @dataclass(frozen=True)
@@ -241,6 +240,19 @@ class Family:
     # Whether its releases may keep vocab.txt up to source.VOCAB_LEVELS_UP folders above the
     # checkpoint (ELECTRA's data/models/NAME/). Elsewhere one found there may be another model's.
     vocab_above: bool = False
+    # What the model card calls a source of this family that no registry entry names.
+    source_kind: str = "a Google-BERT TensorFlow 1 checkpoint"
+    # The model card's word on the activation: where it came from (unless --hidden-act set it),
+    # then what the source's name for it means.
+    activation_from: str = "as bert_config.json says"
+    activation_note: str = (
+        'google-research/bert wrote "gelu" for the exact (erf) GELU until December 2018 and '
+        "for the tanh approximation from February 2019 on; transformers calls the latter "
+        "`gelu_new`."
+    )
+    # Whether the source computes only its config's activation (verify's parity then ignores
+    # a --hidden-act override, which makes the model compute something else).
+    fixed_activation: bool = False
 
 
 # The sizes every family's config has (BertConfig's; ElectraConfig and AlbertConfig keep them).

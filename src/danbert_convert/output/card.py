@@ -28,7 +28,7 @@ import yaml
 from danbert_convert import __version__
 from danbert_convert._fs import write_bytes
 from danbert_convert.errors import InputError, OutputExistsError
-from danbert_convert.families import model_kind
+from danbert_convert.families import BY_NAME, Family, model_kind
 from danbert_convert.output.manifest import MANIFEST_NAME
 from danbert_convert.releases.registry import LICENSES, RELEASES, Release
 
@@ -342,13 +342,9 @@ def _closest_examples(folder: Path) -> Examples:
     return max(EXAMPLES.values(), key=whole)  # max keeps the first of equals: English
 
 
-# What the card calls a source that no registry entry names, by the manifest's family.
-SOURCES = {
-    "bert": "a Google-BERT TensorFlow 1 checkpoint",
-    "electra": "an ELECTRA TensorFlow 1 checkpoint",
-    "albert": "an ALBERT TensorFlow 1 checkpoint",
-    "bert_tf2": "a TensorFlow 2 checkpoint of the TF Model Garden",
-}
+def _family(name: object) -> Family:
+    """The manifest's family (BERT's when it names none danbert knows)."""
+    return BY_NAME.get(name if isinstance(name, str) else "bert", BY_NAME["bert"])
 
 
 def _summary(m: _Model, release: Release | None) -> str:
@@ -368,11 +364,7 @@ def _summary(m: _Model, release: Release | None) -> str:
     vocab = f"{m.tokens} tokens in vocab.txt" if m.tokens else "vocab.txt"
     if "vocab_size" in c:
         vocab += f" (vocab_size {c['vocab_size']})"
-    source = (
-        f"the release `{release.name}`"
-        if release
-        else SOURCES.get(m.family, "a TensorFlow checkpoint")
-    )
+    source = f"the release `{release.name}`" if release else _family(m.family).source_kind
     text = (
         f"{what} for Hugging Face transformers: `{m.architecture}`"
         + (f", {size}" if size else "")
@@ -484,24 +476,14 @@ def _conversion(m: _Model, manifest: dict[str, Any] | None) -> str:
         lines.append("- Left out: no variable.")
     settings = manifest.get("settings", {})
     settings = settings if isinstance(settings, dict) else {}
-    if "hidden_act" in settings and settings.get("family") == "bert_tf2":
-        how = ("set with `--hidden-act`" if settings.get("hidden_act_overridden")
-               else "from the config")  # fmt: skip
-        lines.append(
-            f'- Activation: `{settings["hidden_act"]}`, {how}. Model Garden\'s "gelu" is the '
-            "tanh approximation, transformers' `gelu_new`."
-        )
-    elif "hidden_act" in settings:
+    if "hidden_act" in settings:
+        fam = _family(settings.get("family"))
         how = (
             "set with `--hidden-act`"
             if settings.get("hidden_act_overridden")
-            else "as bert_config.json says"
+            else fam.activation_from
         )
-        lines.append(
-            f"- Activation: `{settings['hidden_act']}`, {how}. google-research/bert wrote "
-            '"gelu" for the exact (erf) GELU until December 2018 and for the tanh '
-            "approximation from February 2019 on; transformers calls the latter `gelu_new`."
-        )
+        lines.append(f"- Activation: `{settings['hidden_act']}`, {how}. {fam.activation_note}")
     lines += _tokenizer_lines(settings)
     return "\n".join(lines)
 

@@ -1114,9 +1114,9 @@ def _layer_name(i: int) -> str:
 def _expected_act(st: _State, source: Source) -> str:
     """The activation the conversion recorded, else the one the source's config names.
 
-    A Model Garden source computes one activation, its config's (its "gelu" is only ever the
-    tanh form): an override at conversion does not change what the source computes."""
-    if source.family == "bert_tf2":
+    A source whose family computes one activation, its config's (Model Garden's "gelu" is
+    only ever the tanh form), is held to it: an override does not change what it computes."""
+    if BY_NAME[source.family].fixed_activation:
         return str(source.config["hidden_act"])
     if st.manifest and st.manifest.get("settings", {}).get("hidden_act"):
         return str(st.manifest["settings"]["hidden_act"])
